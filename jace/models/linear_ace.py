@@ -1,0 +1,359 @@
+"""Linear ACE: E_i = E0(z_i) + Σ_v c_{z_i v} B_{i v}, fitted by regularised linear least squares.
+
+The atomic basis uses a one-hot element channel (A_{i, z n l m}), so basis functions resolve the
+neighbours' elements and the coefficients the centre's element. Element-pair-dependent radial
+functions R_{n l z_i z_j} = Σ_k W_{z_i z_j l n k} g_k (``basis.radial.radial_functions``) would add
+nothing here: with fixed invertible W they span the same space as the element-resolved basis, so the
+linear model uses g_n directly; learnable W belongs to the message-passing models.
+
+Fitting: the design matrix rows are energies, forces and virials of every training configuration
+(``FitSpec`` documents weights and the prior). Feature derivatives come from forward-mode JVPs of the
+per-graph summed features, with one tangent per (atom slot within a graph, direction) shared by all
+graphs of a batch, so a batch costs 3·(max atoms per graph) + 9 JVPs. The least-squares problem is
+solved by an incremental (chunked) QR, so memory stays O(n_features²) plus one chunk.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import jraph
+import numpy as np
+
+from jace.basis.angular import safe_norm, spherical_harmonics, unit_vectors
+from jace.basis.atomic import atomic_basis_one_hot
+from jace.basis.product import OneParticle, ProductBasis, build_product_basis, fold_coefficients, monomials, couple
+from jace.basis.radial import radial_basis
+from jace.data.configuration import Configuration
+from jace.data.graph import (
+    SpeciesMap,
+    edge_mask,
+    edge_vectors,
+    graph_mask,
+    graphs_from_configurations,
+    iterate_batches,
+    node_graph_index,
+    node_mask,
+)
+from jace.models.design import FitSpec, LinearACESpec, RadialSpec
+from jace.models.potential import predict
+
+
+@functools.lru_cache(maxsize=32)
+def product_basis_for(spec: LinearACESpec, irreps: tuple = ((0, 1),)) -> ProductBasis:
+    op = OneParticle(len(spec.elements), spec.radial.n_max, spec.l_max)
+    return build_product_basis(op, spec.correlation, spec.max_degree, spec.w_l, irreps)
+
+
+def atomic_basis(spec: LinearACESpec, graph: jraph.GraphsTuple) -> jnp.ndarray:
+    """A_{i, z n l m} flattened: [n_nodes, n_elements · n_max · (l_max+1)²]."""
+    positions = graph.nodes["positions"]
+    vec = edge_vectors(positions, graph.globals["cell"], graph)  # [n_edges, 3]
+    r = safe_norm(vec)
+    sh = spherical_harmonics(unit_vectors(vec, r), spec.l_max)  # [n_edges, (l+1)²]
+    g = radial_basis(r, spec.radial, spec.cutoff)  # [n_edges, n_max]
+    species = graph.nodes["species"]
+    n_nodes = positions.shape[0]
+    a = atomic_basis_one_hot(
+        g, sh, species[graph.senders], graph.receivers, edge_mask(graph), n_nodes, len(spec.elements), spec.l_max
+    )
+    return a.reshape(n_nodes, -1)
+
+
+def invariant_features(spec: LinearACESpec, graph: jraph.GraphsTuple) -> jnp.ndarray:
+    """B_{i v} (L = 0 invariants): [n_nodes, n_basis]."""
+    basis = product_basis_for(spec)
+    return couple(basis, monomials(basis, atomic_basis(spec, graph)), (0, 1))[..., 0]
+
+
+def equivariant_features(spec: LinearACESpec, graph: jraph.GraphsTuple, irrep: tuple[int, int]) -> jnp.ndarray:
+    """B_{i η L M} of one irrep (L, parity): [n_nodes, n_functions, 2L+1], in e3nn's real basis."""
+    basis = product_basis_for(spec, (tuple(irrep),))
+    return couple(basis, monomials(basis, atomic_basis(spec, graph)), tuple(irrep))
+
+
+def site_energies(spec: LinearACESpec, params, graph: jraph.GraphsTuple) -> jnp.ndarray:
+    """[n_nodes] site energies, eV. params: {"e0": [n_species], "folded": per ν [n_species, n_AA_ν]}."""
+    basis = product_basis_for(spec)
+    species = graph.nodes["species"]
+    aa = monomials(basis, atomic_basis(spec, graph))
+    e = params["e0"][species]
+    for aa_nu, c_nu in zip(aa, params["folded"]):
+        e = e + jnp.sum(aa_nu * c_nu[species], axis=-1)
+    return e
+
+
+class LinearACEModel:
+    """A fitted linear ACE potential.
+
+    Attributes:
+      spec: the LinearACESpec.
+      e0: [n_species] reference energies, eV.
+      coefficients: [n_species, n_basis] coefficients of the invariants B, eV.
+    """
+
+    model_type = "linear_ace"
+
+    def __init__(self, spec: LinearACESpec, e0, coefficients, metadata: dict | None = None):
+        self.spec = spec
+        self.species = SpeciesMap.from_symbols(spec.elements)
+        self.basis = product_basis_for(spec)
+        n_b = self.basis.n_functions()
+        self.e0 = np.asarray(e0, dtype=np.float64).reshape(len(spec.elements))
+        self.coefficients = np.asarray(coefficients, dtype=np.float64).reshape(len(spec.elements), n_b)
+        self.metadata = dict(metadata or {})
+        self._predict = jax.jit(functools.partial(predict, self.site_energy_fn), static_argnames=("compute_stress",))
+
+    @property
+    def cutoff(self) -> float:
+        return float(self.spec.cutoff)
+
+    @property
+    def n_basis(self) -> int:
+        return self.basis.n_functions()
+
+    def site_energy_fn(self, params, graph):
+        return site_energies(self.spec, params, graph)
+
+    @property
+    def params(self):
+        dtype = jnp.zeros(()).dtype  # float64 when x64 is enabled, float32 otherwise
+        return {
+            "e0": jnp.asarray(self.e0, dtype=dtype),
+            "folded": [jnp.asarray(f, dtype=dtype) for f in fold_coefficients(self.basis, self.coefficients)],
+        }
+
+    def predict_graph(self, graph: jraph.GraphsTuple, compute_stress: bool = True):
+        return self._predict(self.params, graph, compute_stress=compute_stress)
+
+    # -- safe serialisation protocol (jace.models.io) ------------------------------------------
+    def to_state(self):
+        spec = _spec_to_dict(self.spec)
+        arrays = {"e0": self.e0, "coefficients": self.coefficients}
+        return spec, arrays, {**self.metadata, "n_basis": self.n_basis}
+
+    @classmethod
+    def from_state(cls, spec: dict, arrays: dict, metadata: dict):
+        s = _spec_from_dict(spec)
+        model = cls(s, arrays["e0"], arrays["coefficients"], metadata)
+        if "n_basis" in metadata and int(metadata["n_basis"]) != model.n_basis:
+            raise ValueError(
+                f"model file has {metadata['n_basis']} basis functions but this jace builds {model.n_basis}"
+            )
+        return model
+
+
+def _spec_to_dict(spec: LinearACESpec) -> dict:
+    import dataclasses
+
+    d = dataclasses.asdict(spec)
+    d["elements"] = list(spec.elements)
+    d["max_degree"] = list(spec.max_degree)
+    return d
+
+
+def _spec_from_dict(d: dict) -> LinearACESpec:
+    d = dict(d)
+    d["radial"] = RadialSpec(**d.get("radial", {}))
+    d["elements"] = tuple(d["elements"])
+    d["max_degree"] = tuple(float(x) for x in d["max_degree"])
+    return LinearACESpec(**d)
+
+
+# ---------------------------------------------------------------------------------------------
+# Design matrix
+# ---------------------------------------------------------------------------------------------
+
+
+def _graph_features(spec: LinearACESpec, graph: jraph.GraphsTuple, positions, strain) -> jnp.ndarray:
+    """[n_graphs, n_species · n_basis]: Σ_{i in g, z_i = s} B_{i v} for the deformed structure."""
+    n_graph = graph.n_node.shape[0]
+    n_species = len(spec.elements)
+    node_graph = node_graph_index(graph)
+    deform = jnp.eye(3, dtype=positions.dtype)[None] + strain
+    pos_s = jnp.einsum("na,nab->nb", positions, deform[node_graph])
+    cell_s = jnp.einsum("gia,gab->gib", graph.globals["cell"], deform)
+    g = graph._replace(nodes={**graph.nodes, "positions": pos_s}, globals={**graph.globals, "cell": cell_s})
+    b = invariant_features(spec, g)  # [n_nodes, n_b]
+    b = jnp.where(node_mask(graph)[:, None], b, 0.0)
+    seg = node_graph * n_species + graph.nodes["species"]
+    out = jax.ops.segment_sum(b, seg, num_segments=n_graph * n_species)
+    return out.reshape(n_graph, -1)
+
+
+@functools.partial(jax.jit, static_argnames=("spec", "max_local", "tangent_batch"))
+def batch_design(spec: LinearACESpec, graph: jraph.GraphsTuple, max_local: int, tangent_batch: int = 16):
+    """Features of energies, forces and virials for a padded batch.
+
+    Returns:
+      energy_x: [n_graphs, n_feat] (n_feat = n_species · n_basis);
+      force_x: [max_local, 3, n_graphs, n_feat], −∂/∂r of the features w.r.t. atom slot k of each graph;
+      virial_x: [3, 3, n_graphs, n_feat], −∂/∂ε (strain).
+    """
+    positions = graph.nodes["positions"]
+    n_graph = graph.n_node.shape[0]
+    node_graph = node_graph_index(graph)
+    offsets = jnp.concatenate([jnp.zeros(1, jnp.int32), jnp.cumsum(graph.n_node)[:-1]])
+    local = jnp.arange(positions.shape[0]) - offsets[node_graph]
+    strain0 = jnp.zeros((n_graph, 3, 3), positions.dtype)
+    f = functools.partial(_graph_features, spec, graph)
+    energy_x = f(positions, strain0)
+
+    n_pos = 3 * max_local
+    n_tan = n_pos + 9
+    eye9 = jnp.eye(9, dtype=positions.dtype).reshape(9, 3, 3)
+
+    def tangent(t):
+        k, c = t // 3, t % 3
+        dpos = jnp.where((local == k)[:, None] & (jnp.arange(3) == c)[None, :], 1.0, 0.0).astype(positions.dtype)
+        dpos = jnp.where(t < n_pos, dpos, 0.0)
+        ds = jnp.where(t >= n_pos, eye9[jnp.clip(t - n_pos, 0, 8)], 0.0)
+        ds = jnp.broadcast_to(ds, (n_graph, 3, 3))
+        return -jax.jvp(f, (positions, strain0), (dpos, ds))[1]
+
+    d = jax.lax.map(tangent, jnp.arange(n_tan), batch_size=tangent_batch)  # [n_tan, n_graphs, n_feat]
+    force_x = d[:n_pos].reshape(max_local, 3, n_graph, -1)
+    virial_x = d[n_pos:].reshape(3, 3, n_graph, -1)
+    return energy_x, force_x, virial_x
+
+
+def smoothness_prior(basis: ProductBasis, spec: LinearACESpec, fit: FitSpec) -> np.ndarray:
+    """Γ_v per basis function: (Σ_ξ (n_ξ + 1) + w_l l_ξ(l_ξ + 1))^p for "smoothness", 1 for "ridge"."""
+    info = basis.info[(0, 1)]
+    if fit.regulariser == "ridge":
+        return np.ones(len(info["nu"]))
+    return (info["n_sum"] + spec.w_l * info["ll_sum"]) ** fit.smoothness_p
+
+
+class _IncrementalQR:
+    """Least squares by streaming QR: keeps R [n, n] and Qᵀy [n] only."""
+
+    def __init__(self, n: int):
+        self.r = np.zeros((0, n))
+        self.qty = np.zeros(0)
+        self.n_rows = 0
+
+    def add(self, x: np.ndarray, y: np.ndarray):
+        if len(y) == 0:
+            return
+        q, r = np.linalg.qr(np.vstack([self.r, x]))
+        self.qty = q.T @ np.concatenate([self.qty, y])
+        self.r = r
+        self.n_rows += len(y)
+
+    def solve(self) -> np.ndarray:
+        import scipy.linalg
+
+        return scipy.linalg.solve_triangular(self.r, self.qty, lower=False)
+
+
+def _check_labels(configs: Sequence[Configuration], fit: FitSpec):
+    for c in configs:
+        we, wf, ws = fit.weights_for(c.config_type)
+        if c.energy is None and we * c.energy_weight * c.weight > 0:
+            raise ValueError(f"{c.source}: configuration has no energy label but the energy weight is {we}")
+        if c.forces is None and wf * c.forces_weight * c.weight > 0 and c.n_atoms > 1:
+            raise ValueError(
+                f"{c.source}: configuration has no forces label but the forces weight is {wf}; "
+                "set fit.forces_weight: 0 to fit energies only"
+            )
+
+
+def fit_linear_ace(
+    spec: LinearACESpec,
+    fit: FitSpec,
+    train: Sequence[Configuration],
+    isolated: Sequence[Configuration] = (),
+    batch_size: int | None = None,
+    verbose: bool = False,
+):
+    """Fit a linear ACE model.
+
+    Args:
+      spec: the model; fit: weights, prior and E0 choice.
+      train: labelled configurations (energy required; forces and stress used when present).
+      isolated: isolated-atom configurations, used for E0 when ``fit.e0 == "isolated"``.
+    Returns:
+      (model, info) where info has n_basis, n_rows, fit_time_s, assembly_time_s, solve_time_s.
+    """
+    from jace.data.e0 import resolve_e0
+
+    if not train:
+        raise ValueError("no training configurations")
+    species = SpeciesMap.from_symbols(spec.elements)
+    _check_labels(train, fit)
+    e0 = np.asarray(resolve_e0(fit.e0, species, list(train), list(isolated)), dtype=np.float64)
+    basis = product_basis_for(spec)
+    n_b = basis.n_functions()
+    n_s = len(species)
+    n_feat = n_s * n_b
+    gamma = np.tile(smoothness_prior(basis, spec, fit), n_s)
+    t0 = time.perf_counter()
+
+    graphs = graphs_from_configurations(train, spec.cutoff, species)
+    batch_size = batch_size or max(1, int(fit.chunk_size))
+    max_local = max(c.n_atoms for c in train)
+    # Round the tangent count up to a few sizes so jit compiles rarely.
+    solver = _IncrementalQR(n_feat)
+    t_assemble = 0.0
+    for batch, idx in iterate_batches(graphs, batch_size):
+        ta = time.perf_counter()
+        ex, fx, vx = jax.device_get(batch_design(spec, batch, max_local))
+        t_assemble += time.perf_counter() - ta
+        rows, rhs = [], []
+        for slot, k in enumerate(idx):
+            c = train[k]
+            we, wf, ws = fit.weights_for(c.config_type)
+            sqrt_n = np.sqrt(c.n_atoms)
+            counts = np.bincount(species.indices(c.numbers), minlength=n_s)
+            if c.energy is not None:
+                w = we * c.energy_weight * c.weight / sqrt_n
+                rows.append(w * ex[slot][None])
+                rhs.append([w * (c.energy - counts @ e0)])
+            if c.forces is not None:
+                w = wf * c.forces_weight * c.weight
+                rows.append(w * fx[: c.n_atoms, :, slot].reshape(-1, n_feat))
+                rhs.append(w * c.forces.reshape(-1))
+            if c.stress is not None and c.volume > 1e-8:
+                w = ws * c.stress_weight * c.weight / sqrt_n
+                iu = np.triu_indices(3)
+                rows.append(w * vx[iu[0], iu[1], slot])
+                rhs.append(w * c.virial[iu])
+        solver.add(np.vstack(rows), np.concatenate([np.ravel(r) for r in rhs]))
+    n_rows = solver.n_rows
+    ts = time.perf_counter()
+    solver.add(np.sqrt(fit.lam) * np.diag(gamma), np.zeros(n_feat))
+    coef = solver.solve()
+    t_solve = time.perf_counter() - ts
+    info = {
+        "n_basis": int(n_b),
+        "n_features": int(n_feat),
+        "n_rows": int(n_rows),
+        "n_train": len(train),
+        "fit_time_s": time.perf_counter() - t0,
+        "assembly_time_s": t_assemble,
+        "solve_time_s": t_solve,
+        "e0": {s: float(v) for s, v in zip(species.symbols, e0)},
+    }
+    model = LinearACEModel(spec, e0, coef.reshape(n_s, n_b), metadata={"fit": info})
+    return model, info
+
+
+def evaluate(model, configs: Sequence[Configuration], batch_size: int = 16):
+    """Predict energies (eV), forces ([n, 3] eV/Å) and stresses ([3, 3] eV/Å³, None without a cell) per config."""
+    graphs = graphs_from_configurations(configs, model.cutoff, model.species)
+    energies, forces, stresses = [None] * len(configs), [None] * len(configs), [None] * len(configs)
+    for batch, idx in iterate_batches(graphs, batch_size):
+        out = jax.device_get(model.predict_graph(batch))
+        start = 0
+        for slot, k in enumerate(idx):
+            n = configs[k].n_atoms
+            energies[k] = float(out.energy[slot])
+            forces[k] = np.asarray(out.forces[start : start + n], dtype=np.float64)
+            stresses[k] = np.asarray(out.stress[slot], dtype=np.float64) if configs[k].volume > 1e-8 else None
+            start += n
+    return energies, forces, stresses
