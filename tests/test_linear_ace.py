@@ -1,0 +1,275 @@
+"""Linear ACE physics in float64: symmetries, derivatives, body order, padding, jit, cutoff, isolated atoms."""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from physics_helpers import random_cluster, random_crystal, random_orthogonal
+
+from jace.data.configuration import Configuration
+from jace.data.graph import Bucket, SpeciesMap, batch_graphs, graph_from_configuration, pad_graph
+from jace.models.design import LinearACESpec, RadialSpec
+from jace.models.linear_ace import LinearACEModel, equivariant_features, evaluate, site_energies
+from jace.models.potential import predict
+
+SPECIES = SpeciesMap.from_symbols(["Cu", "Au"])
+
+
+def _model(correlation=3, max_degree=(8, 8, 7), seed=0, cutoff=4.5):
+    spec = LinearACESpec(
+        elements=("Cu", "Au"),
+        cutoff=cutoff,
+        radial=RadialSpec(kind="bessel", n_max=4, envelope="polynomial", envelope_p=5),
+        l_max=3,
+        correlation=correlation,
+        max_degree=max_degree[:correlation],
+    )
+    rng = np.random.default_rng(seed)
+    probe = LinearACEModel(spec, np.zeros(2), np.zeros((2, 0)) if False else np.zeros((2, 1)), None) if False else None
+    del probe
+    from jace.models.linear_ace import product_basis_for
+
+    n_b = product_basis_for(spec).n_functions()
+    return LinearACEModel(spec, np.array([-3.5, -2.1]), rng.normal(size=(2, n_b)) * 0.1)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return _model()
+
+
+def _predict(model, configs):
+    graphs = [graph_from_configuration(c, model.cutoff, model.species) for c in configs]
+    n_node = sum(c.n_atoms for c in configs) + 1
+    n_edge = sum(int(g.n_edge[0]) for g in graphs)
+    bucket = Bucket(n_node + 7, n_edge + 16, len(configs) + 1)
+    return model.predict_graph(pad_graph(batch_graphs(graphs), bucket))
+
+
+def _energy(model, config):
+    return float(_predict(model, [config]).energy[0])
+
+
+def test_energy_invariant_under_rotation_inversion_translation_permutation(model):
+    rng = np.random.default_rng(1)
+    for cfg in [random_cluster(rng, 7), random_crystal(rng)]:
+        e = _energy(model, cfg)
+        q = random_orthogonal(rng, inversion=True)
+        t = rng.normal(size=3) * 3
+        perm = rng.permutation(cfg.n_atoms)
+        moved = Configuration(
+            (cfg.positions @ q.T + t)[perm], cfg.numbers[perm], cfg.cell @ q.T, cfg.pbc, source="moved"
+        )
+        e2 = _energy(model, moved)
+        assert abs(e2 - e) <= 1e-10 * abs(e), (e, e2)
+        # a different structure gives a different energy (the test can fail)
+        other = Configuration(cfg.positions * 1.02, cfg.numbers, cfg.cell * 1.02, cfg.pbc)
+        assert abs(_energy(model, other) - e) > 1e-6
+
+
+def test_forces_and_site_energies_permute_and_rotate(model):
+    rng = np.random.default_rng(2)
+    cfg = random_crystal(rng)
+    out = _predict(model, [cfg])
+    q = random_orthogonal(rng, inversion=True)
+    perm = rng.permutation(cfg.n_atoms)
+    moved = Configuration((cfg.positions @ q.T)[perm], cfg.numbers[perm], cfg.cell @ q.T, cfg.pbc)
+    out2 = _predict(model, [moved])
+    n = cfg.n_atoms
+    np.testing.assert_allclose(out2.forces[:n], (np.asarray(out.forces[:n]) @ q.T)[perm], atol=1e-10)
+    np.testing.assert_allclose(out2.site_energies[:n], np.asarray(out.site_energies[:n])[perm], atol=1e-10)
+    np.testing.assert_allclose(out2.stress[0], q @ np.asarray(out.stress[0]) @ q.T, atol=1e-10)
+
+
+@pytest.mark.parametrize("irrep", [(1, -1), (2, 1)])
+def test_equivariant_features_of_a_structure(model, irrep):
+    import e3nn_jax as e3nn
+
+    rng = np.random.default_rng(4)
+    cfg = random_cluster(rng, 6)
+    q = random_orthogonal(rng, inversion=True)
+    rot = Configuration(cfg.positions @ q.T, cfg.numbers, cfg.cell, cfg.pbc)
+    g1 = graph_from_configuration(cfg, model.cutoff, SPECIES)
+    g2 = graph_from_configuration(rot, model.cutoff, SPECIES)
+    b1 = np.asarray(equivariant_features(model.spec, jax.tree.map(jnp.asarray, g1), irrep))
+    b2 = np.asarray(equivariant_features(model.spec, jax.tree.map(jnp.asarray, g2), irrep))
+    d = np.asarray(e3nn.Irrep(*irrep).D_from_matrix(jnp.asarray(q)))
+    assert b1.shape[1] > 0 and np.abs(b1).max() > 1e-6
+    np.testing.assert_allclose(b2, np.einsum("MN,nvN->nvM", d, b1), atol=1e-10)
+
+
+def test_forces_match_central_finite_differences(model):
+    rng = np.random.default_rng(5)
+    for cfg in [random_cluster(rng, 6), random_crystal(rng)]:
+        forces = np.asarray(_predict(model, [cfg]).forces[: cfg.n_atoms])
+        h = 1e-5
+        for a, d in [(0, 0), (1, 2), (cfg.n_atoms - 1, 1)]:
+            p, m = cfg.positions.copy(), cfg.positions.copy()
+            p[a, d] += h
+            m[a, d] -= h
+            ep = _energy(model, Configuration(p, cfg.numbers, cfg.cell, cfg.pbc))
+            em = _energy(model, Configuration(m, cfg.numbers, cfg.cell, cfg.pbc))
+            fd = -(ep - em) / (2 * h)
+            assert abs(fd - forces[a, d]) < 1e-7 * max(1.0, abs(fd)), (fd, forces[a, d])
+        assert np.abs(forces).max() > 1e-4
+
+
+def test_stress_matches_finite_strain(model):
+    rng = np.random.default_rng(6)
+    cfg = random_crystal(rng, skew=0.3)
+    stress = np.asarray(_predict(model, [cfg]).stress[0])
+    vol = cfg.volume
+    h = 1e-5
+    for a, b in [(0, 0), (1, 2), (2, 1), (0, 1)]:
+        vals = []
+        for s in (+h, -h):
+            eps = np.zeros((3, 3))
+            eps[a, b] += s / 2
+            eps[b, a] += s / 2
+            deform = np.eye(3) + eps
+            vals.append(_energy(model, Configuration(cfg.positions @ deform, cfg.numbers, cfg.cell @ deform, cfg.pbc)))
+        fd = (vals[0] - vals[1]) / (2 * h) / vol
+        assert abs(fd - stress[a, b]) < 1e-7 * max(1.0, abs(fd)), (a, b, fd, stress[a, b])
+    assert np.abs(stress).max() > 1e-5
+    # symmetric, and zero for molecules
+    np.testing.assert_allclose(stress, stress.T, atol=1e-12)
+    assert np.all(np.asarray(_predict(model, [random_cluster(rng, 4)]).stress[0]) == 0)
+
+
+def _site_energy_of_subset(model, centre, neighbours, numbers):
+    pos = np.concatenate([centre[None], neighbours])
+    cfg = Configuration(pos, numbers[: len(pos)], np.zeros((3, 3)), [False] * 3)
+    return float(_predict(model, [cfg]).site_energies[0])
+
+
+@pytest.mark.parametrize("nu", [1, 2, 3])
+def test_body_order_inclusion_exclusion(nu):
+    """A correlation-order-ν model is a (ν+1)-body expansion: the alternating sum over ν+1 neighbours
+    vanishes, while the one over ν neighbours does not."""
+    m = _model(correlation=nu, max_degree=(8, 8, 7), seed=nu)
+    rng = np.random.default_rng(10 + nu)
+    centre = np.zeros(3)
+
+    def alternating_sum(k):
+        neigh = rng.normal(size=(k, 3))
+        neigh = 1.2 * neigh / np.linalg.norm(neigh, axis=1, keepdims=True) + 0.8 * rng.uniform(0, 1, (k, 1)) * neigh
+        numbers = np.concatenate([[29], rng.choice([29, 79], size=k)])
+        total, scale = 0.0, 0.0
+        for size in range(k + 1):
+            for subset in itertools.combinations(range(k), size):
+                sub_numbers = np.concatenate([[numbers[0]], numbers[1:][list(subset)]])
+                e = _site_energy_of_subset(m, centre, neigh[list(subset)], sub_numbers)
+                total += (-1) ** (k - size) * e
+                scale = max(scale, abs(e))
+        return total, scale
+
+    zero, scale = alternating_sum(nu + 1)
+    assert abs(zero) < 1e-11 * scale, (zero, scale)
+    nonzero, scale = alternating_sum(nu)
+    assert abs(nonzero) > 1e-8 * scale
+
+
+def test_padding_and_batching_leave_results_unchanged(model):
+    rng = np.random.default_rng(7)
+    configs = [random_crystal(rng), random_cluster(rng, 5), random_crystal(rng, skew=0.1)]
+    single = [_predict(model, [c]) for c in configs]
+    graphs = [graph_from_configuration(c, model.cutoff, model.species) for c in configs]
+    n_node = sum(c.n_atoms for c in configs)
+    n_edge = sum(int(g.n_edge[0]) for g in graphs)
+    for extra_nodes, extra_edges, extra_graphs in [(1, 0, 1), (40, 300, 4)]:
+        bucket = Bucket(n_node + extra_nodes, n_edge + extra_edges, len(configs) + extra_graphs)
+        out = model.predict_graph(pad_graph(batch_graphs(graphs), bucket))
+        start = 0
+        for k, c in enumerate(configs):
+            np.testing.assert_allclose(out.energy[k], single[k].energy[0], rtol=1e-12)
+            np.testing.assert_allclose(out.forces[start : start + c.n_atoms], single[k].forces[: c.n_atoms], atol=1e-12)
+            np.testing.assert_allclose(out.stress[k], single[k].stress[0], atol=1e-12)
+            start += c.n_atoms
+        assert np.all(np.isfinite(np.asarray(out.forces)))
+        assert np.all(np.asarray(out.forces[n_node:]) == 0) and np.all(np.asarray(out.energy[len(configs):]) == 0)
+
+
+def test_padding_gives_finite_parameter_gradients(model):
+    rng = np.random.default_rng(8)
+    cfg = random_cluster(rng, 4)
+    g = graph_from_configuration(cfg, model.cutoff, model.species)
+    padded = pad_graph(batch_graphs([g]), Bucket(16, int(g.n_edge[0]) + 24, 3))
+
+    def loss(params):
+        out = predict(model.site_energy_fn, params, padded)
+        return jnp.sum(out.energy**2) + jnp.sum(out.forces**2)
+
+    grads = jax.grad(loss)(model.params)
+    assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(grads))
+
+
+def test_jit_equals_eager(model):
+    rng = np.random.default_rng(9)
+    cfg = random_crystal(rng)
+    g = jax.tree.map(jnp.asarray, graph_from_configuration(cfg, model.cutoff, model.species))
+    eager = site_energies(model.spec, model.params, g)
+    jitted = jax.jit(lambda p, gr: site_energies(model.spec, p, gr))(model.params, g)
+    np.testing.assert_allclose(jitted, eager, rtol=1e-13, atol=1e-13)
+    with jax.disable_jit():
+        out_eager = predict(model.site_energy_fn, model.params, g)
+    out_jit = model.predict_graph(g)
+    np.testing.assert_allclose(out_jit.forces, out_eager.forces, atol=1e-12)
+
+
+def test_energy_and_forces_continuous_across_cutoff(model):
+    """A neighbour moving out through r_c: energy and forces approach their values without it."""
+    rc = model.cutoff
+    base = np.array([[0.0, 0.0, 0.0], [2.4, 0.3, 0.1], [0.2, 2.5, -0.4]])
+    numbers = np.array([29, 79, 29])
+    without = Configuration(base, numbers, np.zeros((3, 3)), [False] * 3)
+    e_without = _energy(model, without)
+    f_without = np.asarray(_predict(model, [without]).forces[:3])
+    direction = np.array([0.3, -0.5, 0.8]) / np.linalg.norm([0.3, -0.5, 0.8])
+    prev = None
+    for delta in [1e-3, 1e-4, 1e-5, 0.0, -1e-6]:
+        p = base[0] + (rc - delta) * direction  # distance to atom 0 just inside, at, beyond r_c
+        cfg = Configuration(np.vstack([base, p]), np.append(numbers, 79), np.zeros((3, 3)), [False] * 3)
+        # the new atom may still see atoms 1 and 2; compare atom 0's site energy instead of the total
+        out = _predict(model, [cfg])
+        e0_site = float(out.site_energies[0])
+        ref_site = float(_predict(model, [without]).site_energies[0])
+        gap = abs(e0_site - ref_site)
+        if prev is not None:
+            assert gap <= prev + 1e-15
+        prev = gap
+    assert gap < 1e-12
+    assert np.isfinite(e_without) and np.all(np.isfinite(f_without))
+
+
+def test_isolated_atom_gets_e0_and_zero_force(model):
+    for z, e0 in [(29, -3.5), (79, -2.1)]:
+        cfg = Configuration(np.zeros((1, 3)), [z], np.zeros((3, 3)), [False] * 3)
+        out = _predict(model, [cfg])
+        assert float(out.energy[0]) == pytest.approx(e0, abs=1e-14)
+        assert np.all(np.asarray(out.forces[0]) == 0)
+        g = graph_from_configuration(cfg, model.cutoff, model.species)
+        grads = jax.grad(lambda p: predict(model.site_energy_fn, p, jax.tree.map(jnp.asarray, g)).energy.sum())(
+            model.params
+        )
+        assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(grads))
+
+
+def test_unknown_element_is_a_clear_error(model):
+    cfg = Configuration(np.zeros((2, 3)) + [[0, 0, 0], [2, 0, 0]], [29, 26], np.zeros((3, 3)), [False] * 3, source="x.xyz:3")
+    with pytest.raises(ValueError, match=r"x.xyz:3.*element Fe.*known elements: Cu, Au"):
+        evaluate(model, [cfg])
+
+
+def test_float32_runs_and_agrees_roughly(model):
+    """Float32 inputs stay float32 through the model and agree with float64 to single precision."""
+    rng = np.random.default_rng(12)
+    cfg = random_cluster(rng, 5)
+    g64 = jax.tree.map(jnp.asarray, graph_from_configuration(cfg, model.cutoff, model.species))
+    g32 = jax.tree.map(lambda x: x.astype(jnp.float32) if x.dtype == jnp.float64 else x, g64)
+    p32 = jax.tree.map(lambda x: x.astype(jnp.float32), model.params)
+    e32 = site_energies(model.spec, p32, g32)
+    e64 = site_energies(model.spec, model.params, g64)
+    assert e32.dtype == jnp.float32
+    np.testing.assert_allclose(e32, e64, rtol=1e-4, atol=1e-4)
