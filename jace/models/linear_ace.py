@@ -229,26 +229,56 @@ def smoothness_prior(basis: ProductBasis, spec: LinearACESpec, fit: FitSpec) -> 
     return (info["n_sum"] + spec.w_l * info["ll_sum"]) ** fit.smoothness_p
 
 
-class _IncrementalQR:
-    """Least squares by streaming QR: keeps R [n, n] and Qᵀy [n] only."""
+class IncrementalQR:
+    """Weighted least squares by streaming QR: keeps R [n, n], Qᵀy [n] and a row buffer.
+
+    Rows are buffered until there are at least max(n, 2048) of them, so each QR update costs
+    O((n + b) n²) with b ≥ n: total O(rows · n²), like the normal equations, without squaring the
+    condition number.
+    """
 
     def __init__(self, n: int):
+        self.n = n
         self.r = np.zeros((0, n))
         self.qty = np.zeros(0)
         self.n_rows = 0
+        self._buf_x: list = []
+        self._buf_y: list = []
+        self._buffered = 0
 
     def add(self, x: np.ndarray, y: np.ndarray):
         if len(y) == 0:
             return
-        q, r = np.linalg.qr(np.vstack([self.r, x]))
-        self.qty = q.T @ np.concatenate([self.qty, y])
-        self.r = r
+        self._buf_x.append(np.asarray(x, dtype=np.float64))
+        self._buf_y.append(np.asarray(y, dtype=np.float64))
+        self._buffered += len(y)
         self.n_rows += len(y)
+        if self._buffered >= max(self.n, 2048):
+            self._flush()
 
-    def solve(self) -> np.ndarray:
+    def _flush(self):
+        if not self._buffered:
+            return
+        q, r = np.linalg.qr(np.vstack([self.r, *self._buf_x]))
+        self.qty = q.T @ np.concatenate([self.qty, *self._buf_y])
+        self.r = r
+        self._buf_x, self._buf_y, self._buffered = [], [], 0
+
+    def solve(self, lam: float = 0.0, gamma: np.ndarray | None = None) -> np.ndarray:
+        """argmin_c |X c - y|² + lam |Γ c|² (Γ diagonal, given as a vector)."""
         import scipy.linalg
 
-        return scipy.linalg.solve_triangular(self.r, self.qty, lower=False)
+        self._flush()
+        r, qty = self.r, self.qty
+        if lam > 0:
+            g = np.ones(self.n) if gamma is None else gamma
+            q, r = np.linalg.qr(np.vstack([r, np.sqrt(lam) * np.diag(g)]))
+            qty = q.T @ np.concatenate([qty, np.zeros(self.n)])
+        if r.shape[0] < self.n:
+            raise ValueError(
+                f"{r.shape[0]} least-squares rows for {self.n} features: add data or a regulariser (fit.lam > 0)"
+            )
+        return scipy.linalg.solve_triangular(r, qty, lower=False)
 
 
 def _check_labels(configs: Sequence[Configuration], fit: FitSpec):
@@ -263,47 +293,62 @@ def _check_labels(configs: Sequence[Configuration], fit: FitSpec):
             )
 
 
-def fit_linear_ace(
+def _ladder(x: int, minimum: int = 8) -> int:
+    """Smallest 2^k or 3·2^(k-1) ≥ x (and ≥ minimum): few distinct static sizes."""
+    v = minimum
+    while v < x:
+        v = v * 3 // 2 if (v & (v - 1)) == 0 else v * 4 // 3
+    return v
+
+
+def _design_batches(graphs, batch_size: int, atom_budget: int):
+    """Group graphs of similar size (sorted by atom count) into padded batches with a bounded atom count.
+
+    Yields (padded batch, graph indices, max_local) with max_local (atom slots per graph) and the
+    padded shapes on a small ladder of sizes, so that jit compiles a handful of times.
+    """
+    from jace.data.graph import Bucket, batch_graphs, pad_graph
+
+    sizes = np.array([int(g.n_node[0]) for g in graphs])
+    order = np.argsort(sizes, kind="stable")
+    group: list[int] = []
+    groups = []
+    for k in order:
+        if group and (len(group) >= batch_size or sizes[group + [k]].sum() > atom_budget):
+            groups.append(group)
+            group = []
+        group.append(int(k))
+    groups.append(group)
+    for grp in groups:
+        n_node = int(sizes[grp].sum())
+        n_edge = sum(int(graphs[k].n_edge[0]) for k in grp)
+        bucket = Bucket(_ladder(n_node + 1), _ladder(max(n_edge, 1)), _ladder(len(grp) + 1, 2))
+        yield pad_graph(batch_graphs([graphs[k] for k in grp]), bucket), np.asarray(grp), _ladder(int(sizes[grp].max()), 4)
+
+
+def assemble_linear_system(
     spec: LinearACESpec,
     fit: FitSpec,
     train: Sequence[Configuration],
-    isolated: Sequence[Configuration] = (),
+    e0: np.ndarray,
     batch_size: int | None = None,
-    verbose: bool = False,
-):
-    """Fit a linear ACE model.
+    atom_budget: int = 384,
+) -> tuple[IncrementalQR, dict]:
+    """Stream the weighted design matrix of ``train`` into an IncrementalQR (energies relative to E0).
 
-    Args:
-      spec: the model; fit: weights, prior and E0 choice.
-      train: labelled configurations (energy required; forces and stress used when present).
-      isolated: isolated-atom configurations, used for E0 when ``fit.e0 == "isolated"``.
-    Returns:
-      (model, info) where info has n_basis, n_rows, fit_time_s, assembly_time_s, solve_time_s.
+    Returns (solver, info) with info: n_basis, n_features, n_rows, assembly_time_s.
     """
-    from jace.data.e0 import resolve_e0
-
-    if not train:
-        raise ValueError("no training configurations")
     species = SpeciesMap.from_symbols(spec.elements)
-    _check_labels(train, fit)
-    e0 = np.asarray(resolve_e0(fit.e0, species, list(train), list(isolated)), dtype=np.float64)
-    basis = product_basis_for(spec)
-    n_b = basis.n_functions()
+    n_b = product_basis_for(spec).n_functions()
     n_s = len(species)
     n_feat = n_s * n_b
-    gamma = np.tile(smoothness_prior(basis, spec, fit), n_s)
-    t0 = time.perf_counter()
-
     graphs = graphs_from_configurations(train, spec.cutoff, species)
     batch_size = batch_size or max(1, int(fit.chunk_size))
-    max_local = max(c.n_atoms for c in train)
-    # Round the tangent count up to a few sizes so jit compiles rarely.
-    solver = _IncrementalQR(n_feat)
-    t_assemble = 0.0
-    for batch, idx in iterate_batches(graphs, batch_size):
-        ta = time.perf_counter()
+    solver = IncrementalQR(n_feat)
+    t0 = time.perf_counter()
+    iu = np.triu_indices(3)
+    for batch, idx, max_local in _design_batches(graphs, batch_size, atom_budget):
         ex, fx, vx = jax.device_get(batch_design(spec, batch, max_local))
-        t_assemble += time.perf_counter() - ta
         rows, rhs = [], []
         for slot, k in enumerate(idx):
             c = train[k]
@@ -320,26 +365,55 @@ def fit_linear_ace(
                 rhs.append(w * c.forces.reshape(-1))
             if c.stress is not None and c.volume > 1e-8:
                 w = ws * c.stress_weight * c.weight / sqrt_n
-                iu = np.triu_indices(3)
                 rows.append(w * vx[iu[0], iu[1], slot])
                 rhs.append(w * c.virial[iu])
-        solver.add(np.vstack(rows), np.concatenate([np.ravel(r) for r in rhs]))
-    n_rows = solver.n_rows
-    ts = time.perf_counter()
-    solver.add(np.sqrt(fit.lam) * np.diag(gamma), np.zeros(n_feat))
-    coef = solver.solve()
-    t_solve = time.perf_counter() - ts
+        if rows:
+            solver.add(np.vstack(rows), np.concatenate([np.ravel(r) for r in rhs]))
     info = {
         "n_basis": int(n_b),
         "n_features": int(n_feat),
-        "n_rows": int(n_rows),
-        "n_train": len(train),
-        "fit_time_s": time.perf_counter() - t0,
-        "assembly_time_s": t_assemble,
-        "solve_time_s": t_solve,
-        "e0": {s: float(v) for s, v in zip(species.symbols, e0)},
+        "n_rows": int(solver.n_rows),
+        "assembly_time_s": time.perf_counter() - t0,
     }
-    model = LinearACEModel(spec, e0, coef.reshape(n_s, n_b), metadata={"fit": info})
+    return solver, info
+
+
+def fit_linear_ace(
+    spec: LinearACESpec,
+    fit: FitSpec,
+    train: Sequence[Configuration],
+    isolated: Sequence[Configuration] = (),
+    batch_size: int | None = None,
+):
+    """Fit a linear ACE model.
+
+    Args:
+      spec: the model; fit: weights, prior and E0 choice.
+      train: labelled configurations (energy required; forces and stress used when present).
+      isolated: isolated-atom configurations, used for E0 when ``fit.e0 == "isolated"``.
+    Returns:
+      (model, info) where info has n_basis, n_features, n_rows, fit_time_s, assembly_time_s, solve_time_s, e0.
+    """
+    from jace.data.e0 import resolve_e0
+
+    if not train:
+        raise ValueError("no training configurations")
+    species = SpeciesMap.from_symbols(spec.elements)
+    _check_labels(train, fit)
+    t0 = time.perf_counter()
+    e0 = np.asarray(resolve_e0(fit.e0, species, list(train), list(isolated)), dtype=np.float64)
+    basis = product_basis_for(spec)
+    solver, info = assemble_linear_system(spec, fit, train, e0, batch_size)
+    ts = time.perf_counter()
+    gamma = np.tile(smoothness_prior(basis, spec, fit), len(species))
+    coef = solver.solve(fit.lam, gamma)
+    info.update(
+        n_train=len(train),
+        solve_time_s=time.perf_counter() - ts,
+        fit_time_s=time.perf_counter() - t0,
+        e0={s: float(v) for s, v in zip(species.symbols, e0)},
+    )
+    model = LinearACEModel(spec, e0, coef.reshape(len(species), -1), metadata={"fit": info})
     return model, info
 
 
