@@ -31,6 +31,7 @@ from jace.basis.radial import radial_basis
 from jace.data.configuration import Configuration
 from jace.data.graph import (
     SpeciesMap,
+    edge_graph_index,
     edge_mask,
     edge_vectors,
     graph_mask,
@@ -221,6 +222,80 @@ def batch_design(spec: LinearACESpec, graph: jraph.GraphsTuple, max_local: int, 
     return energy_x, force_x, virial_x
 
 
+def _edge_geometry(spec: LinearACESpec, vec: jnp.ndarray) -> jnp.ndarray:
+    """φ(r) = g_n(r) Y_lm(r̂) for one edge vector [3] → [n_max, (l_max+1)²]."""
+    r = safe_norm(vec)
+    sh = spherical_harmonics(unit_vectors(vec, r), spec.l_max)
+    return radial_basis(r, spec.radial, spec.cutoff)[:, None] * sh[None, :]
+
+
+@functools.partial(jax.jit, static_argnames=("spec", "edge_chunk"))
+def batch_design_edges(spec: LinearACESpec, graph: jraph.GraphsTuple, edge_chunk: int = 1024):
+    """Design-matrix features of a padded batch by the edge-local chain rule (cost linear in edges).
+
+    For every edge e = (i ← j) the derivative ∂B_i/∂r_e is one forward-mode JVP of the product basis
+    of atom i along ∂A_i/∂r_e = ∂φ(r_e)/∂r_e (only neighbour j's element channel). Forces follow from
+    r_e = r_j − r_i, virials from W = −Σ_e r_e ⊗ ∂E/∂r_e (symmetrised).
+
+    Returns:
+      energy_x: [n_graphs, n_feat]; force_x: [n_nodes, 3, n_feat] (= −∂/∂r_a);
+      virial_x: [n_graphs, 3, 3, n_feat] (= −∂/∂ε), with n_feat = n_species · n_basis ordered (z_i, v).
+    """
+    basis = product_basis_for(spec)
+    n_s = len(spec.elements)
+    positions = graph.nodes["positions"]
+    species = graph.nodes["species"]
+    n_nodes, n_graph = positions.shape[0], graph.n_node.shape[0]
+    a_flat = atomic_basis(spec, graph)  # [n_nodes, n_A]
+    n_b = basis.n_functions()
+    b = couple(basis, monomials(basis, a_flat))[..., 0]  # [n_nodes, n_b]
+    b = jnp.where(node_mask(graph)[:, None], b, 0.0)
+    node_graph = node_graph_index(graph)
+    energy_x = jax.ops.segment_sum(b, node_graph * n_s + species, num_segments=n_graph * n_s).reshape(n_graph, -1)
+
+    vec = edge_vectors(positions, graph.globals["cell"], graph)  # [n_edges, 3]
+    n_edges = vec.shape[0]
+    n_rad, n_lm = spec.radial.n_max, (spec.l_max + 1) ** 2
+
+    def b_of_a(a):  # [n_A] -> [n_b]
+        return couple(basis, monomials(basis, a[None]))[0, :, 0]
+
+    def per_edge(args):
+        v, i, zj, m = args
+        dphi = jax.jacfwd(functools.partial(_edge_geometry, spec))(v)  # [n_rad, n_lm, 3]
+        dphi = jnp.where(m, dphi, 0.0)
+        a_i = a_flat[i]
+
+        def along(c):
+            t = jnp.zeros((n_s, n_rad, n_lm), a_i.dtype).at[zj].set(dphi[..., c]).reshape(-1)
+            return jax.jvp(b_of_a, (a_i,), (t,))[1]
+
+        return jax.vmap(along)(jnp.arange(3))  # [3, n_b]: ∂B_i/∂r_e
+
+    pad = (-n_edges) % edge_chunk
+    args = (
+        jnp.pad(vec, ((0, pad), (0, 0))),
+        jnp.pad(graph.receivers, (0, pad)),
+        jnp.pad(species[graph.senders], (0, pad)),
+        jnp.pad(edge_mask(graph), (0, pad)),
+    )
+    d_edge = jax.lax.map(per_edge, args, batch_size=edge_chunk)[:n_edges]  # [n_edges, 3, n_b]
+    zi = species[graph.receivers]
+    # −∂E/∂r_a: + for the centre i (r_e = r_j − r_i), − for the neighbour j; features indexed (z_i, v)
+    seg_i = graph.receivers * n_s + zi
+    seg_j = graph.senders * n_s + zi
+    fx = jax.ops.segment_sum(d_edge, seg_i, num_segments=n_nodes * n_s) - jax.ops.segment_sum(
+        d_edge, seg_j, num_segments=n_nodes * n_s
+    )
+    force_x = jnp.moveaxis(fx.reshape(n_nodes, n_s, 3, n_b), 1, 2).reshape(n_nodes, 3, n_s * n_b)
+    w = -jnp.einsum("ea,ebv->eabv", vec, d_edge)
+    w = 0.5 * (w + jnp.swapaxes(w, 1, 2))
+    seg_g = edge_graph_index(graph) * n_s + zi
+    wx = jax.ops.segment_sum(w, seg_g, num_segments=n_graph * n_s).reshape(n_graph, n_s, 3, 3, n_b)
+    virial_x = jnp.moveaxis(wx, 1, 3).reshape(n_graph, 3, 3, n_s * n_b)
+    return energy_x, force_x, virial_x
+
+
 def smoothness_prior(basis: ProductBasis, spec: LinearACESpec, fit: FitSpec) -> np.ndarray:
     """Γ_v per basis function: (Σ_ξ (n_ξ + 1) + w_l l_ξ(l_ξ + 1))^p for "smoothness", 1 for "ridge"."""
     info = basis.info[(0, 1)]
@@ -326,6 +401,54 @@ def _design_batches(graphs, batch_size: int, atom_budget: int):
         yield pad_graph(batch_graphs([graphs[k] for k in grp]), bucket), np.asarray(grp), _ladder(int(sizes[grp].max()), 4)
 
 
+def design_rows(
+    spec: LinearACESpec,
+    configs: Sequence[Configuration],
+    batch_size: int = 32,
+    atom_budget: int = 384,
+):
+    """Unweighted design-matrix rows, one configuration at a time (in size-sorted order).
+
+    Yields (k, x_energy [n_feat], x_forces [n_atoms · 3, n_feat], x_virial [6, n_feat] or None) for
+    configuration ``configs[k]``, with n_feat = n_species · n_basis; predictions are x @ c with c the
+    flattened [n_species, n_basis] coefficients (energies relative to E0; virial components xx, xy,
+    xz, yy, yz, zz in eV).
+    """
+    species = SpeciesMap.from_symbols(spec.elements)
+    graphs = graphs_from_configurations(configs, spec.cutoff, species)
+    iu = np.triu_indices(3)
+    for batch, idx, _ in _design_batches(graphs, batch_size, atom_budget):
+        ex, fx, vx = jax.device_get(batch_design_edges(spec, batch))
+        start = 0
+        for slot, k in enumerate(idx):
+            c = configs[k]
+            x_v = vx[slot][iu[0], iu[1]] if c.volume > 1e-8 else None
+            yield int(k), ex[slot], fx[start : start + c.n_atoms].reshape(c.n_atoms * 3, -1), x_v
+            start += c.n_atoms
+
+
+def weighted_rows(fit: FitSpec, config: Configuration, e0_total: float, x_e, x_f, x_v):
+    """Apply FitSpec weights (see its docstring) to one configuration's rows. Returns (X, y)."""
+    we, wf, ws = fit.weights_for(config.config_type)
+    sqrt_n = np.sqrt(config.n_atoms)
+    rows, rhs = [], []
+    if config.energy is not None:
+        w = we * config.energy_weight * config.weight / sqrt_n
+        rows.append(w * x_e[None])
+        rhs.append(np.array([w * (config.energy - e0_total)]))
+    if config.forces is not None:
+        w = wf * config.forces_weight * config.weight
+        rows.append(w * x_f)
+        rhs.append(w * config.forces.reshape(-1))
+    if config.stress is not None and x_v is not None:
+        w = ws * config.stress_weight * config.weight / sqrt_n
+        rows.append(w * x_v)
+        rhs.append(w * config.virial[np.triu_indices(3)])
+    if not rows:
+        return np.zeros((0, x_e.shape[-1])), np.zeros(0)
+    return np.vstack(rows), np.concatenate(rhs)
+
+
 def assemble_linear_system(
     spec: LinearACESpec,
     fit: FitSpec,
@@ -340,35 +463,13 @@ def assemble_linear_system(
     """
     species = SpeciesMap.from_symbols(spec.elements)
     n_b = product_basis_for(spec).n_functions()
-    n_s = len(species)
-    n_feat = n_s * n_b
-    graphs = graphs_from_configurations(train, spec.cutoff, species)
-    batch_size = batch_size or max(1, int(fit.chunk_size))
+    n_feat = len(species) * n_b
     solver = IncrementalQR(n_feat)
     t0 = time.perf_counter()
-    iu = np.triu_indices(3)
-    for batch, idx, max_local in _design_batches(graphs, batch_size, atom_budget):
-        ex, fx, vx = jax.device_get(batch_design(spec, batch, max_local))
-        rows, rhs = [], []
-        for slot, k in enumerate(idx):
-            c = train[k]
-            we, wf, ws = fit.weights_for(c.config_type)
-            sqrt_n = np.sqrt(c.n_atoms)
-            counts = np.bincount(species.indices(c.numbers), minlength=n_s)
-            if c.energy is not None:
-                w = we * c.energy_weight * c.weight / sqrt_n
-                rows.append(w * ex[slot][None])
-                rhs.append([w * (c.energy - counts @ e0)])
-            if c.forces is not None:
-                w = wf * c.forces_weight * c.weight
-                rows.append(w * fx[: c.n_atoms, :, slot].reshape(-1, n_feat))
-                rhs.append(w * c.forces.reshape(-1))
-            if c.stress is not None and c.volume > 1e-8:
-                w = ws * c.stress_weight * c.weight / sqrt_n
-                rows.append(w * vx[iu[0], iu[1], slot])
-                rhs.append(w * c.virial[iu])
-        if rows:
-            solver.add(np.vstack(rows), np.concatenate([np.ravel(r) for r in rhs]))
+    for k, x_e, x_f, x_v in design_rows(spec, train, batch_size or max(1, int(fit.chunk_size)), atom_budget):
+        c = train[k]
+        e0_total = float(np.asarray(e0)[species.indices(c.numbers, c.source)].sum())
+        solver.add(*weighted_rows(fit, c, e0_total, x_e, x_f, x_v))
     info = {
         "n_basis": int(n_b),
         "n_features": int(n_feat),
