@@ -33,7 +33,7 @@ SETTINGS = {
         elements=("H", "C", "O"), cutoff=5.0, n_max=10, l_max=4, correlation=3, max_degree=(11, 10, 8), w_l=1.5,
         energy_weight=30.0, forces_weight=1.0, e0="isolated",
     ),
-    "Si": dict(elements=("Si",), cutoff=5.5, n_max=20, l_max=6, correlation=4, max_degree=(20, 18, 14, 12), w_l=1.5,
+    "Si": dict(elements=("Si",), cutoff=5.5, n_max=22, l_max=6, correlation=4, max_degree=(22, 20, 16, 13), w_l=1.5,
                energy_weight=30.0, forces_weight=1.0, stress_weight=1.0, e0="least_squares"),
     "Ge": dict(elements=("Ge",), cutoff=5.5, n_max=20, l_max=6, correlation=4, max_degree=(20, 18, 14, 12), w_l=1.5,
                energy_weight=30.0, forces_weight=1.0, stress_weight=1.0, e0="least_squares"),

@@ -7,10 +7,10 @@ nothing here: with fixed invertible W they span the same space as the element-re
 linear model uses g_n directly; learnable W belongs to the message-passing models.
 
 Fitting: the design matrix rows are energies, forces and virials of every training configuration
-(``FitSpec`` documents weights and the prior). Feature derivatives come from forward-mode JVPs of the
-per-graph summed features, with one tangent per (atom slot within a graph, direction) shared by all
-graphs of a batch, so a batch costs 3·(max atoms per graph) + 9 JVPs. The least-squares problem is
-solved by an incremental (chunked) QR, so memory stays O(n_features²) plus one chunk.
+(``FitSpec`` documents weights and the prior). Feature derivatives use the edge-local chain rule
+(``batch_design_edges``): one forward-mode JVP of the product basis per edge and direction, so the
+cost is linear in the number of edges. The least-squares problem is solved by a streaming QR, so
+memory stays O(n_features²) plus one chunk of rows.
 """
 
 from __future__ import annotations
@@ -170,58 +170,6 @@ def _spec_from_dict(d: dict) -> LinearACESpec:
 # ---------------------------------------------------------------------------------------------
 
 
-def _graph_features(spec: LinearACESpec, graph: jraph.GraphsTuple, positions, strain) -> jnp.ndarray:
-    """[n_graphs, n_species · n_basis]: Σ_{i in g, z_i = s} B_{i v} for the deformed structure."""
-    n_graph = graph.n_node.shape[0]
-    n_species = len(spec.elements)
-    node_graph = node_graph_index(graph)
-    deform = jnp.eye(3, dtype=positions.dtype)[None] + strain
-    pos_s = jnp.einsum("na,nab->nb", positions, deform[node_graph])
-    cell_s = jnp.einsum("gia,gab->gib", graph.globals["cell"], deform)
-    g = graph._replace(nodes={**graph.nodes, "positions": pos_s}, globals={**graph.globals, "cell": cell_s})
-    b = invariant_features(spec, g)  # [n_nodes, n_b]
-    b = jnp.where(node_mask(graph)[:, None], b, 0.0)
-    seg = node_graph * n_species + graph.nodes["species"]
-    out = jax.ops.segment_sum(b, seg, num_segments=n_graph * n_species)
-    return out.reshape(n_graph, -1)
-
-
-@functools.partial(jax.jit, static_argnames=("spec", "max_local", "tangent_batch"))
-def batch_design(spec: LinearACESpec, graph: jraph.GraphsTuple, max_local: int, tangent_batch: int = 16):
-    """Features of energies, forces and virials for a padded batch.
-
-    Returns:
-      energy_x: [n_graphs, n_feat] (n_feat = n_species · n_basis);
-      force_x: [max_local, 3, n_graphs, n_feat], −∂/∂r of the features w.r.t. atom slot k of each graph;
-      virial_x: [3, 3, n_graphs, n_feat], −∂/∂ε (strain).
-    """
-    positions = graph.nodes["positions"]
-    n_graph = graph.n_node.shape[0]
-    node_graph = node_graph_index(graph)
-    offsets = jnp.concatenate([jnp.zeros(1, jnp.int32), jnp.cumsum(graph.n_node)[:-1]])
-    local = jnp.arange(positions.shape[0]) - offsets[node_graph]
-    strain0 = jnp.zeros((n_graph, 3, 3), positions.dtype)
-    f = functools.partial(_graph_features, spec, graph)
-    energy_x = f(positions, strain0)
-
-    n_pos = 3 * max_local
-    n_tan = n_pos + 9
-    eye9 = jnp.eye(9, dtype=positions.dtype).reshape(9, 3, 3)
-
-    def tangent(t):
-        k, c = t // 3, t % 3
-        dpos = jnp.where((local == k)[:, None] & (jnp.arange(3) == c)[None, :], 1.0, 0.0).astype(positions.dtype)
-        dpos = jnp.where(t < n_pos, dpos, 0.0)
-        ds = jnp.where(t >= n_pos, eye9[jnp.clip(t - n_pos, 0, 8)], 0.0)
-        ds = jnp.broadcast_to(ds, (n_graph, 3, 3))
-        return -jax.jvp(f, (positions, strain0), (dpos, ds))[1]
-
-    d = jax.lax.map(tangent, jnp.arange(n_tan), batch_size=tangent_batch)  # [n_tan, n_graphs, n_feat]
-    force_x = d[:n_pos].reshape(max_local, 3, n_graph, -1)
-    virial_x = d[n_pos:].reshape(3, 3, n_graph, -1)
-    return energy_x, force_x, virial_x
-
-
 def _edge_geometry(spec: LinearACESpec, vec: jnp.ndarray) -> jnp.ndarray:
     """φ(r) = g_n(r) Y_lm(r̂) for one edge vector [3] → [n_max, (l_max+1)²]."""
     r = safe_norm(vec)
@@ -379,8 +327,8 @@ def _ladder(x: int, minimum: int = 8) -> int:
 def _design_batches(graphs, batch_size: int, atom_budget: int):
     """Group graphs of similar size (sorted by atom count) into padded batches with a bounded atom count.
 
-    Yields (padded batch, graph indices, max_local) with max_local (atom slots per graph) and the
-    padded shapes on a small ladder of sizes, so that jit compiles a handful of times.
+    Yields (padded batch, graph indices, max atoms per graph), with padded shapes on a small ladder of
+    sizes, so that jit compiles a handful of times.
     """
     from jace.data.graph import Bucket, batch_graphs, pad_graph
 
