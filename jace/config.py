@@ -50,6 +50,7 @@ from typing import Any, Callable, Mapping, Optional
 
 from jace.models.design import (
     ENVELOPE_KINDS,
+    TRANSFORMS,
     RADIAL_KINDS,
     DataKeys,
     FitSpec,
@@ -261,7 +262,7 @@ def model_types() -> tuple[str, ...]:
     return tuple(sorted(_MODEL_CONFIGS))
 
 
-_RADIAL_KEYS = ("kind", "n_max", "envelope", "envelope_p")
+_RADIAL_KEYS = ("kind", "n_max", "envelope", "envelope_p", "transform", "r0_scale", "q")
 _LINEAR_ACE_KEYS = ("elements", "cutoff", "l_max", "correlation", "max_degree", "w_l", "radial")
 
 
@@ -276,6 +277,11 @@ def _parse_radial(file: str, value: Any, prefix: str) -> RadialSpec:
             _choice(file, m["envelope"], f"{prefix}.envelope", ENVELOPE_KINDS) if "envelope" in m else default.envelope
         ),
         "envelope_p": _int(file, m["envelope_p"], f"{prefix}.envelope_p") if "envelope_p" in m else default.envelope_p,
+        "transform": (
+            _choice(file, m["transform"], f"{prefix}.transform", TRANSFORMS) if "transform" in m else default.transform
+        ),
+        "r0_scale": _float(file, m["r0_scale"], f"{prefix}.r0_scale") if "r0_scale" in m else default.r0_scale,
+        "q": _float(file, m["q"], f"{prefix}.q") if "q" in m else default.q,
     }
     # RadialSpec's own messages say "radial.…"; complete them to the full key path.
     return _wrap_post_init(file, lambda: RadialSpec(**kw), prefix="model.")
@@ -328,6 +334,9 @@ def _linear_ace_to_dict(spec: LinearACESpec) -> dict:
             "n_max": int(spec.radial.n_max),
             "envelope": spec.radial.envelope,
             "envelope_p": int(spec.radial.envelope_p),
+            "transform": spec.radial.transform,
+            "r0_scale": float(spec.radial.r0_scale),
+            "q": float(spec.radial.q),
         },
     }
 

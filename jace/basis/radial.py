@@ -69,10 +69,36 @@ def envelope(r: jnp.ndarray, spec: RadialSpec, cutoff: float) -> jnp.ndarray:
     return cosine_envelope(r, cutoff)
 
 
-def radial_basis(r: jnp.ndarray, spec: RadialSpec, cutoff: float) -> jnp.ndarray:
-    """g_n(r) · envelope(r) for n = 0 … n_max - 1. Args: r [...] Å. Returns [..., n_max]."""
+def agnesi_distance(r: jnp.ndarray, r0: jnp.ndarray, q: float, cutoff: float) -> jnp.ndarray:
+    """r̃ = r_c (x(0) − x(r)) / (x(0) − x(r_c)), x(r) = 1/(1 + (r/r0)^q): a smooth, increasing map of
+    [0, r_c] onto itself that is steepest around r0. Args: r [...] Å, r0 [...] or scalar Å. Returns [...] Å."""
+    x = lambda d: 1.0 / (1.0 + (d / r0) ** q)  # noqa: E731
+    xc = x(jnp.asarray(cutoff, dtype=r.dtype))
+    return cutoff * (1.0 - x(r)) / (1.0 - xc)
+
+
+def radial_basis(r: jnp.ndarray, spec: RadialSpec, cutoff: float, r0: jnp.ndarray | float | None = None) -> jnp.ndarray:
+    """g_n(r̃) · envelope(r) for n = 0 … n_max - 1, with r̃ = r or the Agnesi-transformed distance.
+
+    Args: r [...] Å; r0 [...] Å (per edge, e.g. from the element pair) when spec.transform == "agnesi".
+    Returns [..., n_max].
+    """
     fn = {"bessel": bessel, "chebyshev": chebyshev, "gaussian": gaussian}[spec.kind]
-    return fn(r, spec.n_max, cutoff) * envelope(r, spec, cutoff)[..., None]
+    rt = r
+    if spec.transform == "agnesi":
+        if r0 is None:
+            raise ValueError("the agnesi radial transform needs r0 (per edge or scalar)")
+        rt = agnesi_distance(r, r0, spec.q, cutoff)
+    return fn(rt, spec.n_max, cutoff) * envelope(r, spec, cutoff)[..., None]
+
+
+def pair_r0_table(atomic_numbers, scale: float = 1.0):
+    """[n_species, n_species] r0 = scale × (covalent radius z_i + covalent radius z_j), Å (numpy)."""
+    import numpy as np
+    from ase.data import covalent_radii
+
+    rad = np.array([covalent_radii[z] for z in atomic_numbers])
+    return scale * (rad[:, None] + rad[None, :])
 
 
 def radial_functions(

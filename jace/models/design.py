@@ -11,6 +11,7 @@ from typing import Mapping, Union
 
 RADIAL_KINDS = ("bessel", "chebyshev", "gaussian")
 ENVELOPE_KINDS = ("polynomial", "cosine")
+TRANSFORMS = ("none", "agnesi")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,12 +21,20 @@ class RadialSpec:
     kind: "bessel" (sin(nπr/r_c)/r), "chebyshev" (T_n(2r/r_c - 1)) or "gaussian" (evenly spaced centres).
     envelope: "polynomial" of order ``envelope_p`` (C² at r_c for every p ≥ 2), or "cosine"
       (((1 + cos πr/r_c)/2)², also C² at r_c).
+    transform: "none", or "agnesi": the basis is evaluated at a transformed distance
+      r̃ = r_c (x(0) − x(r)) / (x(0) − x(r_c)), x(r) = 1 / (1 + (r/r0)^q), which spends the basis's
+      resolution around r0 (bond lengths) rather than uniformly on [0, r_c]. r0 depends on the element
+      pair: r0_scale × (covalent radius of z_i + covalent radius of z_j) (ase.data.covalent_radii), so
+      the radial functions are chemistry-dependent, R_{n z_i z_j}(r).
     """
 
     kind: str = "bessel"
     n_max: int = 8
     envelope: str = "polynomial"
     envelope_p: int = 5
+    transform: str = "none"
+    r0_scale: float = 1.0
+    q: float = 4.0
 
     def __post_init__(self):
         if self.kind not in RADIAL_KINDS:
@@ -34,6 +43,10 @@ class RadialSpec:
             raise ValueError(f"radial.envelope must be one of {ENVELOPE_KINDS}, got {self.envelope!r}")
         if int(self.n_max) < 1:
             raise ValueError(f"radial.n_max must be >= 1, got {self.n_max!r}")
+        if self.transform not in TRANSFORMS:
+            raise ValueError(f"radial.transform must be one of {TRANSFORMS}, got {self.transform!r}")
+        if not (self.r0_scale > 0 and self.q > 0):
+            raise ValueError(f"radial.r0_scale and radial.q must be positive, got {self.r0_scale!r}, {self.q!r}")
         if int(self.envelope_p) < 2:
             raise ValueError(f"radial.envelope_p must be >= 2 for a C² envelope, got {self.envelope_p!r}")
 

@@ -56,13 +56,27 @@ def atomic_basis(spec: LinearACESpec, graph: jraph.GraphsTuple) -> jnp.ndarray:
     vec = edge_vectors(positions, graph.globals["cell"], graph)  # [n_edges, 3]
     r = safe_norm(vec)
     sh = spherical_harmonics(unit_vectors(vec, r), spec.l_max)  # [n_edges, (l+1)²]
-    g = radial_basis(r, spec.radial, spec.cutoff)  # [n_edges, n_max]
     species = graph.nodes["species"]
+    g = radial_basis(r, spec.radial, spec.cutoff, _edge_r0(spec, species[graph.receivers], species[graph.senders]))
     n_nodes = positions.shape[0]
     a = atomic_basis_one_hot(
         g, sh, species[graph.senders], graph.receivers, edge_mask(graph), n_nodes, len(spec.elements), spec.l_max
     )
     return a.reshape(n_nodes, -1)
+
+
+@functools.lru_cache(maxsize=32)
+def _r0_table(spec: LinearACESpec) -> np.ndarray:
+    from jace.basis.radial import pair_r0_table
+
+    return pair_r0_table(SpeciesMap.from_symbols(spec.elements).atomic_numbers, spec.radial.r0_scale)
+
+
+def _edge_r0(spec: LinearACESpec, species_i, species_j):
+    """Per-edge r0 (Å) of the radial transform, or None when the radial basis is untransformed."""
+    if spec.radial.transform == "none":
+        return None
+    return jnp.asarray(_r0_table(spec))[species_i, species_j]
 
 
 def invariant_features(spec: LinearACESpec, graph: jraph.GraphsTuple) -> jnp.ndarray:
@@ -170,11 +184,11 @@ def _spec_from_dict(d: dict) -> LinearACESpec:
 # ---------------------------------------------------------------------------------------------
 
 
-def _edge_geometry(spec: LinearACESpec, vec: jnp.ndarray) -> jnp.ndarray:
+def _edge_geometry(spec: LinearACESpec, vec: jnp.ndarray, r0) -> jnp.ndarray:
     """φ(r) = g_n(r) Y_lm(r̂) for one edge vector [3] → [n_max, (l_max+1)²]."""
     r = safe_norm(vec)
     sh = spherical_harmonics(unit_vectors(vec, r), spec.l_max)
-    return radial_basis(r, spec.radial, spec.cutoff)[:, None] * sh[None, :]
+    return radial_basis(r, spec.radial, spec.cutoff, r0)[:, None] * sh[None, :]
 
 
 @functools.partial(jax.jit, static_argnames=("spec", "edge_chunk"))
@@ -208,9 +222,12 @@ def batch_design_edges(spec: LinearACESpec, graph: jraph.GraphsTuple, edge_chunk
     def b_of_a(a):  # [n_A] -> [n_b]
         return couple(basis, monomials(basis, a[None]))[0, :, 0]
 
+    r0_tab = jnp.asarray(_r0_table(spec), dtype=positions.dtype)
+
     def per_edge(args):
         v, i, zj, m = args
-        dphi = jax.jacfwd(functools.partial(_edge_geometry, spec))(v)  # [n_rad, n_lm, 3]
+        r0 = r0_tab[species[i], zj] if spec.radial.transform != "none" else None
+        dphi = jax.jacfwd(lambda x: _edge_geometry(spec, x, r0))(v)  # [n_rad, n_lm, 3]
         dphi = jnp.where(m, dphi, 0.0)
         a_i = a_flat[i]
 
@@ -253,55 +270,73 @@ def smoothness_prior(basis: ProductBasis, spec: LinearACESpec, fit: FitSpec) -> 
 
 
 class IncrementalQR:
-    """Weighted least squares by streaming QR: keeps R [n, n], Qᵀy [n] and a row buffer.
+    """Weighted least squares by streaming QR of the augmented matrix [X | y].
 
-    Rows are buffered until there are at least max(n, 2048) of them, so each QR update costs
-    O((n + b) n²) with b ≥ n: total O(rows · n²), like the normal equations, without squaring the
-    condition number.
+    Only the triangular factor of [X | y] is kept ([n+1, n+1]): its leading block is R and its last
+    column is Qᵀy, so Q is never formed. Rows are buffered (up to ``buffer_elements`` numbers, and at
+    least n rows) so that each update is one large LAPACK QR; total cost O(rows · n²), without the
+    squared condition number of the normal equations.
     """
 
-    def __init__(self, n: int):
+    def __init__(self, n: int, buffer_elements: int = 200_000_000):
         self.n = n
-        self.r = np.zeros((0, n))
-        self.qty = np.zeros(0)
+        self.r_aug = np.zeros((0, n + 1))
         self.n_rows = 0
-        self._buf_x: list = []
-        self._buf_y: list = []
+        self._buf: list = []
         self._buffered = 0
+        self._max_rows = max(n + 1, buffer_elements // (n + 1))
 
     def add(self, x: np.ndarray, y: np.ndarray):
         if len(y) == 0:
             return
-        self._buf_x.append(np.asarray(x, dtype=np.float64))
-        self._buf_y.append(np.asarray(y, dtype=np.float64))
+        self._buf.append(np.hstack([np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)[:, None]]))
         self._buffered += len(y)
         self.n_rows += len(y)
-        if self._buffered >= max(self.n, 2048):
+        if self._buffered >= self._max_rows:
             self._flush()
 
     def _flush(self):
         if not self._buffered:
             return
-        q, r = np.linalg.qr(np.vstack([self.r, *self._buf_x]))
-        self.qty = q.T @ np.concatenate([self.qty, *self._buf_y])
-        self.r = r
-        self._buf_x, self._buf_y, self._buffered = [], [], 0
+        self.r_aug = np.linalg.qr(np.vstack([self.r_aug, *self._buf]), mode="r")
+        self._buf, self._buffered = [], 0
+
+    @property
+    def r(self) -> np.ndarray:
+        self._flush()
+        return self.r_aug[: self.n, : self.n]
+
+    @property
+    def qty(self) -> np.ndarray:
+        self._flush()
+        return self.r_aug[: self.n, self.n]
 
     def solve(self, lam: float = 0.0, gamma: np.ndarray | None = None) -> np.ndarray:
         """argmin_c |X c - y|² + lam |Γ c|² (Γ diagonal, given as a vector)."""
         import scipy.linalg
 
-        self._flush()
         r, qty = self.r, self.qty
-        if lam > 0:
-            g = np.ones(self.n) if gamma is None else gamma
-            q, r = np.linalg.qr(np.vstack([r, np.sqrt(lam) * np.diag(g)]))
-            qty = q.T @ np.concatenate([qty, np.zeros(self.n)])
-        if r.shape[0] < self.n:
+        if r.shape[0] < self.n and lam <= 0:
             raise ValueError(
                 f"{r.shape[0]} least-squares rows for {self.n} features: add data or a regulariser (fit.lam > 0)"
             )
+        if lam > 0:
+            g = np.ones(self.n) if gamma is None else gamma
+            stacked = np.vstack([np.hstack([r, qty[:, None]]), np.hstack([np.sqrt(lam) * np.diag(g), np.zeros((self.n, 1))])])
+            ra = np.linalg.qr(stacked, mode="r")
+            r, qty = ra[: self.n, : self.n], ra[: self.n, self.n]
         return scipy.linalg.solve_triangular(r, qty, lower=False)
+
+    def ridge_path(self, gamma: np.ndarray):
+        """A function lam -> coefficients, from one eigendecomposition of Γ⁻¹ RᵀR Γ⁻¹ (for scanning λ).
+
+        Accuracy degrades for lam far below eps · (largest eigenvalue); use ``solve`` for the final fit.
+        """
+        r, qty = self.r, self.qty
+        rg = r / gamma[None, :]
+        w, v = np.linalg.eigh(rg.T @ rg)
+        rhs = v.T @ (rg.T @ qty)
+        return lambda lam: (v @ (rhs / (w + lam))) / gamma
 
 
 def _check_labels(configs: Sequence[Configuration], fit: FitSpec):
