@@ -82,6 +82,24 @@ def throughput_table() -> str:
     return "\n".join(lines) + "\n"
 
 
+def neighbours_table() -> str:
+    res = _load("neighbours.json")
+    if not res:
+        return ""
+    lines = [
+        f"**Neighbour lists** (`{res['meta']['command']}`; best of {res['meta']['repeats']}, ms per full call; ratio to ase):",
+        "",
+        "| case | atoms | edges | matscipy | vesin | ase |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in res["results"]:
+        b = r["backends"]
+        cell = lambda k: f"{1e3 * b[k]['best_s']:.2f} ({b[k]['ratio_to_ase']:.2f})"  # noqa: E731
+        lines.append(f"| {r['case']} | {r['n_atoms']} | {r['n_edges']} | {cell('matscipy')} | {cell('vesin')} | {cell('ase')} |")
+    return "\n".join(lines) + "\n"
+
+
 if __name__ == "__main__":
     print(linear_ace_tables())
     print(throughput_table())
+    print(neighbours_table())

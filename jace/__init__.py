@@ -1,0 +1,50 @@
+"""jace: JAX machine-learning interatomic potentials (ACE, multi-ACE, graph ACE).
+
+The public API, importable from the top level (loaded lazily, so ``import jace`` stays cheap):
+
+  Data:     Configuration, read_configurations, write_configurations, make_emt_splits, SpeciesMap,
+            graphs_from_configurations, iterate_batches
+  Design:   LinearACESpec, RadialSpec, FitSpec, DataKeys
+  Models:   fit_linear_ace, evaluate, LinearACEModel, predict (site energies → energy, forces, stress)
+  Files:    save_model, load_model
+  Metrics:  compute_metrics
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "Configuration": "jace.data.configuration",
+    "read_configurations": "jace.data.io",
+    "write_configurations": "jace.data.io",
+    "make_emt_splits": "jace.data.synthetic",
+    "SpeciesMap": "jace.data.graph",
+    "graphs_from_configurations": "jace.data.graph",
+    "iterate_batches": "jace.data.graph",
+    "LinearACESpec": "jace.models.design",
+    "RadialSpec": "jace.models.design",
+    "FitSpec": "jace.models.design",
+    "DataKeys": "jace.models.design",
+    "fit_linear_ace": "jace.models.linear_ace",
+    "evaluate": "jace.models.linear_ace",
+    "LinearACEModel": "jace.models.linear_ace",
+    "predict": "jace.models.potential",
+    "save_model": "jace.models.io",
+    "load_model": "jace.models.io",
+    "compute_metrics": "jace.training.metrics",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'jace' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__

@@ -159,3 +159,24 @@ def test_one_hot_atomic_basis_equals_feature_form():
     one_hot = atomic_basis_one_hot(g, sh, jnp.asarray(sj), jnp.asarray(rec), mask, 3, 3, 2)
     feat = atomic_basis_features(g, sh, jax.nn.one_hot(sj, 3), jnp.asarray(rec), mask, 3, 2)
     np.testing.assert_allclose(one_hot, feat, atol=1e-13)
+
+
+def test_agnesi_transform_is_monotone_onto_cutoff_range_and_keeps_c2():
+    r = jnp.linspace(0.0, CUTOFF, 200)
+    rt = radial.agnesi_distance(r, 1.1, 4.0, CUTOFF)
+    assert float(rt[0]) == pytest.approx(0.0, abs=1e-12) and float(rt[-1]) == pytest.approx(CUTOFF, rel=1e-12)
+    assert np.all(np.diff(np.asarray(rt)) > 0)
+    # steepest around r0: most of the range is spent on short distances
+    assert float(radial.agnesi_distance(jnp.asarray(1.5), 1.1, 4.0, CUTOFF)) > 0.5 * CUTOFF
+    spec = RadialSpec(kind="chebyshev", n_max=6, transform="agnesi")
+    f = lambda x: radial.radial_basis(x, spec, CUTOFF, 1.1)  # noqa: E731
+    d2 = jax.jacfwd(jax.jacfwd(f))
+    assert np.max(np.abs(d2(jnp.asarray(CUTOFF)))) < 1e-4
+    with pytest.raises(ValueError, match="needs r0"):
+        radial.radial_basis(r, spec, CUTOFF)
+
+
+def test_pair_r0_table_is_element_pair_dependent():
+    tab = radial.pair_r0_table((1, 6, 8))
+    assert tab.shape == (3, 3) and np.allclose(tab, tab.T)
+    assert tab[0, 0] < tab[0, 1] < tab[1, 1]

@@ -315,3 +315,26 @@ def test_fit_recovers_a_linear_ace_model_exactly():
     np.testing.assert_allclose(e_f, e_t, rtol=1e-8)
     for a, b in zip(f_f, f_t):
         np.testing.assert_allclose(a, b, atol=1e-7)
+
+
+def test_transformed_radial_model_is_invariant_and_conservative():
+    """With the pair-dependent (Agnesi) radial transform: invariance and forces = −∇E still hold."""
+    spec = LinearACESpec(
+        elements=("Cu", "Au"), cutoff=4.5, radial=RadialSpec(kind="chebyshev", n_max=4, transform="agnesi"),
+        l_max=2, correlation=2, max_degree=(6, 6),
+    )
+    from jace.models.linear_ace import product_basis_for
+
+    m = LinearACEModel(spec, np.zeros(2), np.random.default_rng(0).normal(size=(2, product_basis_for(spec).n_functions())))
+    rng = np.random.default_rng(21)
+    cfg = random_cluster(rng, 5)
+    q = random_orthogonal(rng)
+    e = _energy(m, cfg)
+    assert _energy(m, Configuration(cfg.positions @ q.T + 1.0, cfg.numbers, cfg.cell, cfg.pbc)) == pytest.approx(e, rel=1e-11)
+    forces = np.asarray(_predict(m, [cfg]).forces[:5])
+    h = 1e-5
+    p, mm = cfg.positions.copy(), cfg.positions.copy()
+    p[2, 1] += h
+    mm[2, 1] -= h
+    fd = -(_energy(m, Configuration(p, cfg.numbers, cfg.cell, cfg.pbc)) - _energy(m, Configuration(mm, cfg.numbers, cfg.cell, cfg.pbc))) / (2 * h)
+    assert fd == pytest.approx(forces[2, 1], abs=1e-7)

@@ -98,7 +98,10 @@ def _as_float_array(value, source: str, key: str) -> np.ndarray:
     except (TypeError, ValueError) as err:
         raise DataError(f"{source}: label {key!r} is not numeric: {value!r}") from err
     if not np.all(np.isfinite(arr)):
-        raise DataError(f"{source}: label {key!r} contains NaN or inf: {arr.tolist()}")
+        bad = np.argwhere(~np.isfinite(arr))
+        where = "" if arr.ndim == 0 else f" at index {tuple(int(i) for i in bad[0])}"
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise DataError(f"{source}: label {key!r} contains NaN or inf{where}{more}")
     return arr
 
 
