@@ -297,7 +297,7 @@ def cmd_demo(args) -> int:
     from jace.config import load_train_config
     from jace.data import io as dio
     from jace.data import synthetic
-    from jace.models.io import atomic_write_bytes
+    from jace.files import atomic_write_bytes
 
     out_dir = os.path.abspath(args.output_dir)
     data_dir = os.path.join(out_dir, "data")

@@ -640,6 +640,6 @@ def dump_train_config(cfg: TrainConfig) -> str:
 
 def write_train_config(path, cfg: TrainConfig) -> None:
     """Write the config as YAML, atomically (a crash never leaves a half-written file)."""
-    from jace.models.io import atomic_write_bytes
+    from jace.files import atomic_write_bytes
 
     atomic_write_bytes(path, dump_train_config(cfg).encode("utf-8"))

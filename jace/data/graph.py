@@ -151,7 +151,7 @@ def make_buckets(sizes: Sequence[tuple[int, int]], n_graph: int, n_buckets: int 
     arr = np.asarray(sorted(sizes, key=lambda s: (s[1], s[0])), dtype=np.int64)
     k = min(n_buckets, len(arr))
     cuts = [int(np.ceil(len(arr) * (q + 1) / k)) for q in range(k)]
-    buckets, start = [], 0
+    buckets = []
     for c in cuts:
         grp = arr[: max(c, 1)]
         b = Bucket(
@@ -159,7 +159,6 @@ def make_buckets(sizes: Sequence[tuple[int, int]], n_graph: int, n_buckets: int 
         )
         if not buckets or b != buckets[-1]:
             buckets.append(b)
-        start = c
     # Make node capacities monotone so that the last bucket covers everything.
     max_nodes = _round_up(int(arr[:, 0].max()) + 1, 8)
     buckets[-1] = Bucket(max(buckets[-1].n_node, max_nodes), buckets[-1].n_edge, n_graph + 1)

@@ -28,13 +28,13 @@ Units are the file's: jace assumes Å, eV, eV/Å and eV/Å³.
 from __future__ import annotations
 
 import os
-import tempfile
 from typing import Iterable, Optional, Sequence, Union
 
 import numpy as np
 
 from jace.data.configuration import Configuration, voigt_to_matrix
-from jace.models.design import DataKeys
+from jace.data.keys import DataKeys
+from jace.files import atomic_write_bytes
 
 __all__ = [
     "DataError",
@@ -336,22 +336,12 @@ def write_configurations(
     """
     import ase.io
 
-    path = os.fspath(path)
+    import io as _io
+
     atoms_list = [configuration_to_atoms(c, keys) for c in configs]
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".jace-", suffix=".xyz.tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as f:
-            ase.io.write(f, atoms_list, format="extxyz")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    buffer = _io.StringIO()
+    ase.io.write(buffer, atoms_list, format="extxyz")
+    atomic_write_bytes(os.fspath(path), buffer.getvalue().encode("utf-8"))
 
 
 def split_isolated_atoms(configs: Iterable[Configuration]) -> tuple[list[Configuration], list[Configuration]]:

@@ -9,6 +9,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Mapping, Union
 
+from jace.data.keys import DataKeys  # noqa: F401  (part of the design vocabulary)
+
+__all__ = ["DataKeys", "E0Spec", "FitSpec", "LinearACESpec", "RadialSpec", "RADIAL_KINDS", "ENVELOPE_KINDS", "TRANSFORMS"]
+
 RADIAL_KINDS = ("bessel", "chebyshev", "gaussian")
 ENVELOPE_KINDS = ("polynomial", "cosine")
 TRANSFORMS = ("none", "agnesi")
@@ -138,19 +142,3 @@ class FitSpec:
             float(o.get("forces", self.forces_weight)),
             float(o.get("stress", self.stress_weight)),
         )
-
-
-@dataclasses.dataclass(frozen=True)
-class DataKeys:
-    """Where labels live in extxyz/ASE files. ase ≥ 3.23 puts energy/forces/stress in ``atoms.calc``;
-    jace looks in ``atoms.info``/``atoms.arrays`` first, then in the calculator results."""
-
-    energy: str = "energy"
-    forces: str = "forces"
-    stress: str = "stress"
-    virial: str = "virial"
-    weight: str = "config_weight"
-    energy_weight: str = "config_energy_weight"
-    forces_weight: str = "config_forces_weight"
-    stress_weight: str = "config_stress_weight"
-    config_type: str = "config_type"

@@ -34,7 +34,6 @@ from jace.data.graph import (
     edge_graph_index,
     edge_mask,
     edge_vectors,
-    graph_mask,
     graphs_from_configurations,
     iterate_batches,
     node_graph_index,

@@ -129,7 +129,7 @@ def _jsonable(x: Any) -> Any:
 def write_metrics_json(path, metrics: Mapping) -> None:
     """Write metrics as indented JSON, atomically. NumPy/JAX values become plain numbers; NaN
     becomes null so the file is strict JSON."""
-    from jace.models.io import atomic_write_bytes
+    from jace.files import atomic_write_bytes
 
     text = json.dumps(_jsonable(metrics), indent=2, allow_nan=False) + "\n"
     atomic_write_bytes(path, text.encode("utf-8"))
