@@ -35,7 +35,6 @@ from jace.data.graph import (
     edge_mask,
     edge_vectors,
     graphs_from_configurations,
-    iterate_batches,
     node_graph_index,
     node_mask,
 )
@@ -501,11 +500,21 @@ def fit_linear_ace(
 
 
 def evaluate(model, configs: Sequence[Configuration], batch_size: int = 16):
-    """Predict energies (eV), forces ([n, 3] eV/Å) and stresses ([3, 3] eV/Å³, None without a cell) per config."""
+    """Predict energies (eV), forces ([n, 3] eV/Å) and stresses ([3, 3] eV/Å³, None without a cell) per config.
+
+    Batches are padded to a geometric ladder of shapes (``_ladder``) shared by every call, so
+    evaluating several datasets with one model reuses the compiled functions.
+    """
+    from jace.data.graph import Bucket, batch_graphs, pad_graph
+
     graphs = graphs_from_configurations(configs, model.cutoff, model.species)
     energies, forces, stresses = [None] * len(configs), [None] * len(configs), [None] * len(configs)
-    for batch, idx in iterate_batches(graphs, batch_size):
-        out = jax.device_get(model.predict_graph(batch))
+    for s0 in range(0, len(graphs), batch_size):
+        idx = list(range(s0, min(s0 + batch_size, len(graphs))))
+        n_node = sum(configs[k].n_atoms for k in idx)
+        n_edge = sum(int(graphs[k].n_edge[0]) for k in idx)
+        bucket = Bucket(_ladder(n_node + 1), _ladder(max(n_edge, 1)), batch_size + 1)
+        out = jax.device_get(model.predict_graph(pad_graph(batch_graphs([graphs[k] for k in idx]), bucket)))
         start = 0
         for slot, k in enumerate(idx):
             n = configs[k].n_atoms
