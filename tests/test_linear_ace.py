@@ -27,8 +27,6 @@ def _model(correlation=3, max_degree=(8, 8, 7), seed=0, cutoff=4.5):
         max_degree=max_degree[:correlation],
     )
     rng = np.random.default_rng(seed)
-    probe = LinearACEModel(spec, np.zeros(2), np.zeros((2, 0)) if False else np.zeros((2, 1)), None) if False else None
-    del probe
     from jace.models.linear_ace import product_basis_for
 
     n_b = product_basis_for(spec).n_functions()

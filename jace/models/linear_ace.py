@@ -134,11 +134,21 @@ class LinearACEModel:
 
     @property
     def params(self):
+        """{"e0": [n_species], "folded": per ν [n_species, n_AA_ν]} in the default float dtype.
+
+        Folding the coefficients into monomial space is done once per dtype and cached; the cache is
+        keyed on the coefficient values too, so assigning new coefficients is safe.
+        """
         dtype = jnp.zeros(()).dtype  # float64 when x64 is enabled, float32 otherwise
-        return {
-            "e0": jnp.asarray(self.e0, dtype=dtype),
-            "folded": [jnp.asarray(f, dtype=dtype) for f in fold_coefficients(self.basis, self.coefficients)],
-        }
+        key = (str(dtype), self.e0.tobytes(), self.coefficients.tobytes())
+        cached = getattr(self, "_params_cache", None)
+        if cached is None or cached[0] != key:
+            params = {
+                "e0": jnp.asarray(self.e0, dtype=dtype),
+                "folded": [jnp.asarray(f, dtype=dtype) for f in fold_coefficients(self.basis, self.coefficients)],
+            }
+            self._params_cache = (key, params)
+        return self._params_cache[1]
 
     def predict_graph(self, graph: jraph.GraphsTuple, compute_stress: bool = True):
         return self._predict(self.params, graph, compute_stress=compute_stress)
