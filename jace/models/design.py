@@ -142,3 +142,139 @@ class FitSpec:
             float(o.get("forces", self.forces_weight)),
             float(o.get("stress", self.stress_weight)),
         )
+
+
+ONE_PARTICLE_KINDS = ("channelwise", "outer")
+PRODUCT_KINDS = ("channelwise", "full")
+EMBEDDING_KINDS = ("learned", "one_hot")
+RESIDUAL_KINDS = ("none", "linear", "element")
+NONLINEARITY_KINDS = ("none", "gate")
+READOUT_KINDS = ("linear", "mlp")
+NORMALISATION_KINDS = ("e0", "scale_shift")
+
+
+@dataclasses.dataclass(frozen=True)
+class MultiACESpec:
+    """One point of the multi-ACE design space (Batatia et al.): a stack of ``num_layers`` ACE layers.
+
+    Node features h_{i,k,LM} have ``channels`` channels for every L = 0 … hidden_l_max, natural parity
+    ((-1)^L: 0e, 1o, 2e, …). Layer t:
+
+      one-particle   φ_{k,p,l3 m3}(r_ij, h_j) = R_{k p}(r_ij) Σ C^{l3 m3}_{l1 m1 l2 m2} Y_{l1 m1}(r̂_ij) (W h_j)_{k l2 m2}
+                     for every path p = (l1 ≤ l_max, l2 ≤ L_in, l3 ≤ l_max), ``one_particle="channelwise"``;
+                     or, for scalar inputs, the outer product R_{n l}(r_ij) Y_{lm}(r̂_ij) h_{j,k} with channels (k, n)
+                     (``"outer"``: the linear-ACE atomic basis when h is a one-hot element);
+      atomic basis   A_{i,k,lm} = (1/avg_num_neighbors) Σ_j Σ_{k',p} w_{k, k' p} φ_{k',p,lm};
+      product        B_{i,k,η,LM}, the symmetrised products of A of orders 1 … correlation[t], channel-wise
+                     (``product="channelwise"``, MACE) or over all channels with a total-degree bound
+                     (``"full"``, linear ACE);
+      message        m_{i,k,LM} = Σ_η W_{(z_i) k η} B_{i,k,η,LM} (element-dependent if product_element_dependent);
+      update         h' = Linear(m) (+ self-connection of h: ``residual``), then an optional gate;
+      readout        per layer, linear or MLP on the invariant channels of h'; summed over layers.
+
+    E_i = E0(z_i) + Σ_t readout_t(h_i^{(t+1)}) (normalisation "e0") or
+    E_i = E0(z_i) + shift + scale · Σ_t readout_t (normalisation "scale_shift", scale and shift from the data).
+
+    Fields (lengths Å):
+      elements, cutoff, radial: as in LinearACESpec.
+      radial_mlp: hidden widths of the radial MLP (silu, no biases, so R(r_c) = 0 stays C²); () uses the
+        radial basis itself (one function per n, ``one_particle="outer"`` only).
+      radial_element_dependent: mix the radial basis with a learnable per-(z_i, z_j) matrix before the MLP.
+      num_layers, channels, l_max (spherical harmonics and A), hidden_l_max (L_max of messages/hidden features).
+      correlation: ν per layer (tuple, one entry per layer).
+      max_degree, w_l: total-degree bound per ν for ``product="full"``.
+      embedding: "learned" (linear map of the one-hot element to ``channels`` scalars) or "one_hot".
+      residual: self-connection in layers t ≥ 1: "none", "linear" (W h) or "element" (W_{z_i} h);
+        first_layer_residual applies it in layer 0 too.
+      update_element_dependent: the update linear of layers without a residual is element-dependent (MACE).
+      nonlinearity: "none" or "gate" (silu on scalars, sigmoid gates on L > 0) after each update but the last.
+      readout, last_readout: "linear" or "mlp" (Linear → readout_hidden → silu → Linear);
+        readout_all_layers: sum readouts of every layer (MACE, BOTNet) or only of the last (NequIP).
+      last_layer_scalars_only: the last layer only computes L = 0 features (MACE).
+      normalisation: "e0" or "scale_shift".
+      avg_num_neighbors: None (no division), a number, or "auto" (from the training data).
+    """
+
+    elements: tuple[str, ...]
+    cutoff: float = 5.0
+    radial: RadialSpec = RadialSpec()
+    radial_mlp: tuple[int, ...] = (64, 64, 64)
+    radial_element_dependent: bool = False
+    num_layers: int = 2
+    channels: int = 32
+    l_max: int = 3
+    hidden_l_max: int = 1
+    correlation: tuple[int, ...] = (3, 3)
+    one_particle: str = "channelwise"
+    product: str = "channelwise"
+    max_degree: tuple[float, ...] = ()
+    w_l: float = 1.5
+    product_element_dependent: bool = True
+    embedding: str = "learned"
+    residual: str = "element"
+    first_layer_residual: bool = False
+    update_element_dependent: bool = True
+    nonlinearity: str = "none"
+    readout: str = "linear"
+    last_readout: str = "mlp"
+    readout_hidden: int = 16
+    readout_all_layers: bool = True
+    last_layer_scalars_only: bool = True
+    normalisation: str = "scale_shift"
+    avg_num_neighbors: Union[None, float, str] = "auto"
+
+    def __post_init__(self):
+        if not self.elements:
+            raise ValueError("model.elements must list at least one element")
+        if not (self.cutoff > 0):
+            raise ValueError(f"model.cutoff must be a positive length in Å, got {self.cutoff!r}")
+        if int(self.num_layers) < 1:
+            raise ValueError(f"model.num_layers must be >= 1, got {self.num_layers!r}")
+        if int(self.channels) < 1:
+            raise ValueError(f"model.channels must be >= 1, got {self.channels!r}")
+        if int(self.l_max) < 0 or int(self.hidden_l_max) < 0:
+            raise ValueError(f"model.l_max and model.hidden_l_max must be >= 0, got {self.l_max!r}, {self.hidden_l_max!r}")
+        if len(self.correlation) != int(self.num_layers):
+            raise ValueError(
+                f"model.correlation needs one entry per layer ({self.num_layers}), got {list(self.correlation)}"
+            )
+        if any(not 1 <= int(c) <= 6 for c in self.correlation):
+            raise ValueError(f"model.correlation entries must be between 1 and 6, got {list(self.correlation)}")
+        for name, kinds in (
+            ("one_particle", ONE_PARTICLE_KINDS),
+            ("product", PRODUCT_KINDS),
+            ("embedding", EMBEDDING_KINDS),
+            ("residual", RESIDUAL_KINDS),
+            ("nonlinearity", NONLINEARITY_KINDS),
+            ("readout", READOUT_KINDS),
+            ("last_readout", READOUT_KINDS),
+            ("normalisation", NORMALISATION_KINDS),
+        ):
+            if getattr(self, name) not in kinds:
+                raise ValueError(f"model.{name} must be one of {kinds}, got {getattr(self, name)!r}")
+        if any(int(w) < 1 for w in self.radial_mlp):
+            raise ValueError(f"model.radial_mlp widths must be >= 1, got {list(self.radial_mlp)}")
+        if self.one_particle == "outer":
+            if self.num_layers != 1:
+                raise ValueError("model.one_particle 'outer' (the linear-ACE atomic basis) needs num_layers: 1")
+        elif not self.radial_mlp:
+            raise ValueError("model.radial_mlp may only be empty with one_particle: outer")
+        if self.product == "full":
+            if len(self.max_degree) != max(int(c) for c in self.correlation):
+                raise ValueError(
+                    "model.product 'full' needs max_degree with one entry per correlation order, "
+                    f"got {list(self.max_degree)}"
+                )
+        if isinstance(self.avg_num_neighbors, str):
+            if self.avg_num_neighbors != "auto":
+                raise ValueError(f"model.avg_num_neighbors must be a number, null or 'auto', got {self.avg_num_neighbors!r}")
+        elif self.avg_num_neighbors is not None and not self.avg_num_neighbors > 0:
+            raise ValueError(f"model.avg_num_neighbors must be positive, got {self.avg_num_neighbors!r}")
+        if int(self.readout_hidden) < 1:
+            raise ValueError(f"model.readout_hidden must be >= 1, got {self.readout_hidden!r}")
+
+    def layer_l_out(self, t: int) -> int:
+        """L_max of the features leaving layer t."""
+        if t == self.num_layers - 1 and self.last_layer_scalars_only:
+            return 0
+        return int(self.hidden_l_max)

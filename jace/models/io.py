@@ -39,7 +39,7 @@ class ModelFileError(ValueError):
 
 _MODEL_TYPES: dict[str, type] = {}
 # model types whose module registers (or defines) them; imported lazily on first use
-_LAZY_MODULES = {"linear_ace": "jace.models.linear_ace"}
+_LAZY_MODULES = {"linear_ace": "jace.models.linear_ace", "multi_ace": "jace.models.multi_ace"}
 
 
 def register_model_type(name: str, cls: type) -> type:

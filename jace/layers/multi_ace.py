@@ -1,0 +1,243 @@
+"""The one multi-ACE layer (Flax linen), and the small learnable pieces it is made of.
+
+Every ablation of the Design Space paper is a field of :class:`jace.models.design.MultiACESpec`; this
+module has one code path per *operation*, never one per named model. The heavy lifting is in pure
+functions: ``jace.layers.equivariant`` (linear maps, tensor products, gate) and ``jace.basis.product``
+(the symmetrised product basis, shared with linear ACE).
+
+Shapes: n nodes, e edges, K channels, Z elements, features [n, K, (L+1)²] (see ``equivariant``).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jace.basis.product import OneParticle, ProductBasis, build_product_basis, couple, monomials
+from jace.basis.radial import radial_functions
+from jace.layers import equivariant as eq
+from jace.models.design import MultiACESpec
+
+_normal = nn.initializers.normal(stddev=1.0)
+
+
+class EquivariantLinear(nn.Module):
+    """h → W h per l (W_{z_i} h when ``n_species`` > 0). Input [n, K, (L+1)²] → [n, channels, (L+1)²]."""
+
+    channels: int
+    n_species: int = 0
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, one_hot: Optional[jnp.ndarray] = None) -> jnp.ndarray:
+        l1 = int(round(np.sqrt(x.shape[-1])))
+        if self.n_species:
+            w = self.param("w", _normal, (self.n_species, l1, x.shape[1], self.channels), x.dtype)
+            return eq.linear_element(x, w, one_hot)
+        w = self.param("w", _normal, (l1, x.shape[1], self.channels), x.dtype)
+        return eq.linear(x, w)
+
+
+class RadialMLP(nn.Module):
+    """g(r) [e, n_rad] → [e, n_out]: dense layers without biases and normalised silu.
+
+    Without biases and with silu(0) = 0 the output vanishes with its first two derivatives wherever the
+    basis does (at the cutoff), so the envelope's smoothness is kept.
+    """
+
+    hidden: tuple[int, ...]
+    n_out: int
+
+    @nn.compact
+    def __call__(self, g: jnp.ndarray) -> jnp.ndarray:
+        x = g
+        for i, width in enumerate(self.hidden):
+            w = self.param(f"w{i}", _normal, (x.shape[-1], width), g.dtype)
+            x = eq.normalized_silu(x @ w / np.sqrt(x.shape[-1]))
+        w = self.param("w_out", _normal, (x.shape[-1], self.n_out), g.dtype)
+        return x @ w / np.sqrt(x.shape[-1])
+
+
+class PairMixing(nn.Module):
+    """Element-dependent radial basis: g'_{n}(r; z_i, z_j) = Σ_k W[z_i, z_j, l, n, k] g_k(r), W initialised to identity."""
+
+    n_species: int
+    n_l: int = 1
+
+    @nn.compact
+    def __call__(self, g, species_i, species_j):
+        n = g.shape[-1]
+        init = lambda key, shape, dtype: jnp.broadcast_to(jnp.eye(n, dtype=dtype), shape)  # noqa: E731
+        w = self.param("w", init, (self.n_species, self.n_species, self.n_l, n, n), g.dtype)
+        return radial_functions(g, w, species_i, species_j)  # [e, n_l, n]
+
+
+class Readout(nn.Module):
+    """Invariant channels [n, K] → site energy [n]: linear, or Linear → hidden → silu → Linear."""
+
+    kind: str = "linear"
+    hidden: int = 16
+
+    @nn.compact
+    def __call__(self, s: jnp.ndarray) -> jnp.ndarray:
+        if self.kind == "mlp":
+            w1 = self.param("w1", _normal, (s.shape[-1], self.hidden), s.dtype)
+            s = eq.normalized_silu(s @ w1 / np.sqrt(s.shape[-1]))
+        w = self.param("w", _normal, (s.shape[-1],), s.dtype)
+        return s @ w / np.sqrt(s.shape[-1])
+
+
+@functools.lru_cache(maxsize=64)
+def channelwise_product_basis(l_max: int, correlation: int, l_out: int) -> ProductBasis:
+    """All symmetrised products of one channel's A (l = 0 … l_max) up to order ν, coupled to L ≤ l_out."""
+    max_deg = [nu * (1.0 + l_max) + 1.0 for nu in range(1, correlation + 1)]
+    irreps = tuple((L, (-1) ** L) for L in range(l_out + 1))
+    return build_product_basis(OneParticle(1, 1, l_max), correlation, max_deg, 1.0, irreps)
+
+
+@functools.lru_cache(maxsize=64)
+def full_product_basis(
+    n_channels: int, n_rad: int, l_max: int, correlation: int, max_degree: tuple, w_l: float, l_out: int
+) -> ProductBasis:
+    """The linear-ACE product basis over A[k, n, lm] (all channels mixed), degree-truncated."""
+    irreps = tuple((L, (-1) ** L) for L in range(l_out + 1))
+    return build_product_basis(OneParticle(n_channels, n_rad, l_max), correlation, max_degree, w_l, irreps)
+
+
+class ProductMessage(nn.Module):
+    """A → B (symmetric products, orders 1 … ν) → message m_{i,k,LM} = Σ_η W_{(z_i) k η} B_{i,k,η,LM}.
+
+    ``product="channelwise"``: A [n, K, (l_max+1)²], products within each channel (MACE).
+    ``product="full"``: A [n, K·n_rad·(l_max+1)²] flattened, all products (linear ACE); output channels
+    ``channels``. Returns [n, channels, (l_out+1)²] and, for analysis, the B features per L.
+    """
+
+    kind: str
+    basis: ProductBasis
+    l_out: int
+    channels: int
+    n_species: int
+    element_dependent: bool
+
+    @nn.compact
+    def __call__(self, a: jnp.ndarray, species: jnp.ndarray):
+        n = a.shape[0]
+        flat = a.reshape(-1, a.shape[-1]) if self.kind == "channelwise" else a.reshape(n, -1)
+        aa = monomials(self.basis, flat)
+        parts, feats = [], []
+        for L in range(self.l_out + 1):
+            irrep = (L, (-1) ** L)
+            b = couple(self.basis, aa, irrep)  # channelwise: [n·K, η, 2L+1]; full: [n, η, 2L+1]
+            n_eta = b.shape[1]
+            if self.kind == "channelwise":
+                k = a.shape[1]
+                b = b.reshape(n, k, n_eta, 2 * L + 1)
+                shape = (self.n_species, n_eta, k) if self.element_dependent else (n_eta, k)
+                w = self.param(f"w_L{L}", _normal, shape, a.dtype)
+                wn = w[species] if self.element_dependent else w[None]
+                m = jnp.einsum("nkeM,nek->nkM", b, wn) / np.sqrt(max(n_eta, 1))
+            else:
+                shape = (self.n_species, n_eta, self.channels) if self.element_dependent else (n_eta, self.channels)
+                w = self.param(f"w_L{L}", _normal, shape, a.dtype)
+                wn = w[species] if self.element_dependent else w[None]
+                m = jnp.einsum("neM,nek->nkM", b, wn) / np.sqrt(max(n_eta, 1))
+            feats.append(b)
+            parts.append(m)
+        return jnp.concatenate(parts, axis=-1), feats
+
+
+class MultiACELayer(nn.Module):
+    """Layer t of a multi-ACE stack: features in, (features out, per-node readout energy) out.
+
+    Call args:
+      h: [n, K_in, (L_in+1)²] node features; one_hot: [n, Z]; species: [n] int.
+      sh: [e, (l_max+1)²] edge harmonics; g: [e, n_rad] radial basis (with envelope; zero on padding edges).
+      senders (j), receivers (i): [e] int; inv_avg_neighbors: scalar 1/⟨neighbours⟩ (or 1).
+    """
+
+    spec: MultiACESpec
+    t: int
+
+    @nn.compact
+    def __call__(self, h, one_hot, species, sh, g, senders, receivers, inv_avg_neighbors):
+        s, t = self.spec, self.t
+        n, n_species = h.shape[0], one_hot.shape[1]
+        l_in = int(round(np.sqrt(h.shape[-1]))) - 1
+        l_out = s.layer_l_out(t)
+        nu = int(s.correlation[t])
+        last = t == s.num_layers - 1
+
+        # ---- one-particle basis and atomic basis A -------------------------------------------------
+        if s.one_particle == "outer":  # linear-ACE A[k, n, lm] of scalar neighbour features
+            if l_in != 0:
+                raise ValueError("one_particle 'outer' needs scalar input features")
+            n_rad = s.radial.n_max
+            if s.radial_mlp:
+                r = RadialMLP(tuple(s.radial_mlp), n_rad * (s.l_max + 1), name="radial")(g)
+                r = r.reshape(-1, s.l_max + 1, n_rad)
+            elif s.radial_element_dependent:
+                r = PairMixing(n_species, s.l_max + 1, name="radial_pairs")(g, species[receivers], species[senders])
+            else:
+                r = g
+            r_lm = r[:, eq.l_of_lm_index(s.l_max), :] if r.ndim == 3 else r[:, None, :]  # [e, lm | 1, n_rad]
+            phi = h[senders][:, :, None, :] * jnp.swapaxes(r_lm, 1, 2)[:, None] * sh[:, None, None, :]
+            a = jax.ops.segment_sum(phi, receivers, num_segments=n) * inv_avg_neighbors  # [n, K, n_rad, lm]
+            k_a = h.shape[1]
+        else:
+            table = eq.tensor_product_table(s.l_max, l_in, s.l_max)
+            n_paths = len(eq.tensor_product_paths(s.l_max, l_in, s.l_max))
+            h_up = EquivariantLinear(s.channels, name="linear_up")(h)
+            if s.radial_element_dependent:
+                g = PairMixing(n_species, 1, name="radial_pairs")(g, species[receivers], species[senders])[:, 0]
+            w_r = RadialMLP(tuple(s.radial_mlp), s.channels * n_paths, name="radial")(g)
+            w_r = w_r.reshape(-1, s.channels, n_paths)
+            phi = eq.edge_tensor_product(sh, h_up[senders], w_r, table)  # [e, K, P]
+            msg = jax.ops.segment_sum(phi, receivers, num_segments=n) * inv_avg_neighbors
+            counts = table[2]
+            w_a = [
+                self.param(f"linear_A_L{l3}", _normal, (s.channels * c, s.channels), h.dtype) if c else None
+                for l3, c in enumerate(counts)
+            ]
+            a = eq.mix_paths(msg, w_a, counts)  # [n, K, (l_max+1)²]
+            k_a = s.channels
+
+        # ---- product basis and message ----------------------------------------------------------
+        if s.product == "channelwise":
+            if s.one_particle == "outer":
+                a = a.reshape(n, k_a * s.radial.n_max, -1)
+            basis = channelwise_product_basis(s.l_max, nu, l_out)
+        else:
+            n_rad = s.radial.n_max if s.one_particle == "outer" else 1
+            basis = full_product_basis(k_a, n_rad, s.l_max, nu, tuple(s.max_degree[:nu]), float(s.w_l), l_out)
+        m, _ = ProductMessage(
+            s.product, basis, l_out, s.channels, n_species, s.product_element_dependent, name="product"
+        )(a, species)
+
+        # ---- update: linear (+ self-connection), gate ---------------------------------------------
+        use_residual = s.residual != "none" and (t > 0 or s.first_layer_residual)
+        upd_elem = s.update_element_dependent and not use_residual
+        h_new = EquivariantLinear(s.channels, n_species if upd_elem else 0, name="linear_update")(m, one_hot)
+        if use_residual:
+            sc_in = eq.truncate_or_pad(h, l_out)
+            sc = EquivariantLinear(s.channels, n_species if s.residual == "element" else 0, name="self_connection")
+            h_new = h_new + sc(sc_in, one_hot)
+        if s.nonlinearity == "gate":
+            if l_out > 0:
+                w_g = self.param("w_gates", _normal, (m.shape[1], s.channels * l_out), h.dtype)
+                gates = (m[:, :, 0] @ w_g / np.sqrt(m.shape[1])).reshape(n, s.channels, l_out)
+            else:
+                gates = jnp.zeros((n, s.channels, 0), h.dtype)
+            h_new = eq.gate(h_new, gates)
+
+        # ---- readout ----------------------------------------------------------------------------------
+        if last:
+            energy = Readout(s.last_readout, s.readout_hidden, name="readout")(h_new[:, :, 0])
+        elif s.readout_all_layers:
+            energy = Readout(s.readout, s.readout_hidden, name="readout")(h_new[:, :, 0])
+        else:
+            energy = jnp.zeros((n,), h.dtype)
+        return h_new, energy

@@ -1,0 +1,294 @@
+"""Multi-ACE models: a stack of ``MultiACELayer``s, the named points of the design space, and the model object.
+
+Named models (``preset(name, elements, **overrides)``), from ``../shared/PAPERS.md`` and the reference codes:
+
+  ace     one layer, one-hot elements, the linear-ACE atomic basis ("outer") and full product basis,
+          element-dependent linear readout: the same basis as ``jace.models.linear_ace``.
+  nequip  ν = 1 per layer, gated nonlinearities, 4 layers, readout of the last layer only.
+  botnet  ν = 1 per layer, no nonlinearity on node features, residual, linear readouts of every layer
+          summed, the last an MLP (``last_readout: linear`` makes it body-ordered).
+  mace    ν = 3, two layers, L_max of messages 0/1/2 (hidden_l_max), linear readout then MLP.
+
+The model object follows the contract used by training, evaluation and the interfaces:
+``model.init(rng, graph) -> params`` and ``model.site_energies(params, graph) -> [n_nodes]`` (eV).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+from typing import Any, Mapping, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import jraph
+import numpy as np
+
+from jace.basis.angular import safe_norm, spherical_harmonics, unit_vectors
+from jace.basis.radial import pair_r0_table, radial_basis
+from jace.data.graph import SpeciesMap, edge_mask, edge_vectors
+from jace.layers.multi_ace import MultiACELayer
+from jace.models.design import MultiACESpec, RadialSpec
+from jace.models.potential import predict
+
+# ----------------------------------------------------------------------------------------------
+# The named points of the design space
+# ----------------------------------------------------------------------------------------------
+
+_PRESETS: dict[str, dict] = {
+    "ace": dict(
+        num_layers=1, channels=1, l_max=3, hidden_l_max=0, correlation=(3,), one_particle="outer",
+        product="full", max_degree=(12.0, 10.0, 8.0), embedding="one_hot", radial_mlp=(),
+        residual="none", update_element_dependent=False, nonlinearity="none", readout="linear",
+        last_readout="linear", normalisation="e0", avg_num_neighbors=None,
+    ),
+    "nequip": dict(
+        num_layers=4, channels=32, l_max=2, hidden_l_max=2, correlation=(1, 1, 1, 1), residual="linear",
+        first_layer_residual=False, update_element_dependent=True, product_element_dependent=False,
+        nonlinearity="gate", readout="linear", last_readout="mlp", readout_all_layers=False,
+        last_layer_scalars_only=False, radial_mlp=(64, 64), normalisation="scale_shift",
+        radial=RadialSpec(kind="bessel", n_max=8, envelope_p=6),
+    ),
+    "botnet": dict(
+        num_layers=3, channels=32, l_max=3, hidden_l_max=3, correlation=(1, 1, 1), residual="element",
+        update_element_dependent=True, product_element_dependent=False, nonlinearity="none",
+        readout="linear", last_readout="mlp", readout_all_layers=True, last_layer_scalars_only=True,
+        radial_mlp=(64, 64, 64), normalisation="scale_shift", cutoff=4.0,
+        radial=RadialSpec(kind="bessel", n_max=8, envelope_p=6),
+    ),
+    "mace": dict(
+        num_layers=2, channels=32, l_max=3, hidden_l_max=1, correlation=(3, 3), residual="element",
+        update_element_dependent=True, product_element_dependent=True, nonlinearity="none",
+        readout="linear", last_readout="mlp", readout_all_layers=True, last_layer_scalars_only=True,
+        radial_mlp=(64, 64, 64), normalisation="scale_shift", radial=RadialSpec(kind="bessel", n_max=8, envelope_p=5),
+    ),
+}
+MODEL_NAMES = tuple(_PRESETS) + ("multi_ace",)
+
+
+def preset(name: str, elements, **overrides) -> MultiACESpec:
+    """The MultiACESpec of a named model, with any field overridden.
+
+    ``num_layers`` overrides stretch a per-layer ``correlation`` given as one number or a default tuple.
+    """
+    if name not in _PRESETS and name != "multi_ace":
+        import difflib
+
+        near = difflib.get_close_matches(name, MODEL_NAMES, n=1)
+        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        raise ValueError(f"unknown model {name!r}{hint}; known models: {', '.join(MODEL_NAMES)}")
+    kw = dict(_PRESETS.get(name, {}))
+    kw.update(overrides)
+    kw["elements"] = tuple(elements)
+    n_layers = int(kw.get("num_layers", MultiACESpec.num_layers))
+    corr = kw.get("correlation", MultiACESpec.correlation)
+    if isinstance(corr, (int, np.integer)):
+        corr = (int(corr),) * n_layers
+    elif len(corr) != n_layers and "correlation" not in overrides:
+        corr = (corr[0],) * n_layers
+    kw["correlation"] = tuple(int(c) for c in corr)
+    if kw.get("product") == "full" and "max_degree" in kw and "max_degree" not in overrides:
+        md = tuple(kw["max_degree"])
+        nu = max(kw["correlation"])
+        kw["max_degree"] = tuple(md[i] if i < len(md) else md[-1] for i in range(nu))
+    return MultiACESpec(**kw)
+
+
+# ----------------------------------------------------------------------------------------------
+# The network
+# ----------------------------------------------------------------------------------------------
+
+
+class MultiACENetwork(nn.Module):
+    """Edges in, learned site energies out: Σ_t readout_t(h^{(t+1)}) [n_nodes] (before E0 / scale / shift)."""
+
+    spec: MultiACESpec
+    inv_avg_neighbors: float = 1.0
+
+    @nn.compact
+    def __call__(self, species, vectors, senders, receivers, mask_e, r0=None):
+        s = self.spec
+        dtype = vectors.dtype
+        n_species = len(s.elements)
+        one_hot = jax.nn.one_hot(species, n_species, dtype=dtype)
+        r = safe_norm(vectors)
+        sh = spherical_harmonics(unit_vectors(vectors, r), s.l_max)
+        g = radial_basis(r, s.radial, s.cutoff, r0)
+        g = jnp.where(mask_e[:, None], g, 0.0)
+        if s.embedding == "one_hot":
+            h = one_hot[:, :, None]
+        else:
+            w = self.param("embedding", nn.initializers.normal(1.0), (n_species, s.channels), dtype)
+            h = (one_hot @ w)[:, :, None]
+        energy = jnp.zeros(species.shape, dtype)
+        for t in range(s.num_layers):
+            h, e_t = MultiACELayer(s, t, name=f"layer_{t}")(
+                h, one_hot, species, sh, g, senders, receivers, self.inv_avg_neighbors
+            )
+            energy = energy + e_t
+        return energy
+
+
+# ----------------------------------------------------------------------------------------------
+# The model object
+# ----------------------------------------------------------------------------------------------
+
+
+def _flatten(params, prefix="params") -> dict[str, np.ndarray]:
+    out = {}
+    for k, v in params.items():
+        key = f"{prefix}/{k}"
+        if isinstance(v, Mapping):
+            out.update(_flatten(v, key))
+        else:
+            out[key] = np.asarray(v)
+    return out
+
+
+def _unflatten(arrays: Mapping[str, np.ndarray], prefix="params") -> dict:
+    tree: dict = {}
+    for key, v in arrays.items():
+        if not key.startswith(prefix + "/"):
+            continue
+        node = tree
+        parts = key[len(prefix) + 1 :].split("/")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = jnp.asarray(v)
+    return tree
+
+
+class MultiACEModel:
+    """A multi-ACE potential: spec + data statistics (+ parameters once trained).
+
+    Args:
+      spec: the design point. ``spec.avg_num_neighbors == "auto"`` needs ``avg_num_neighbors``.
+      e0: [n_species] reference energies, eV.
+      scale, shift: E_i = E0 + shift + scale · (learned part) for normalisation "scale_shift"; eV.
+      avg_num_neighbors: the data's mean number of neighbours (used when the spec says "auto").
+      params: trained parameters (optional; ``init`` makes fresh ones).
+    """
+
+    model_type = "multi_ace"
+
+    def __init__(
+        self,
+        spec: MultiACESpec,
+        e0=None,
+        scale: float = 1.0,
+        shift: float = 0.0,
+        avg_num_neighbors: Optional[float] = None,
+        params=None,
+        metadata: Optional[dict] = None,
+    ):
+        self.spec = spec
+        self.species = SpeciesMap.from_symbols(spec.elements)
+        self.e0 = np.zeros(len(spec.elements)) if e0 is None else np.asarray(e0, dtype=np.float64).reshape(-1)
+        if self.e0.shape != (len(spec.elements),):
+            raise ValueError(f"e0 needs one value per element {spec.elements}, got shape {self.e0.shape}")
+        if spec.normalisation == "scale_shift":
+            self.scale, self.shift = float(scale), float(shift)
+        else:
+            self.scale, self.shift = 1.0, 0.0
+        if spec.avg_num_neighbors == "auto":
+            if avg_num_neighbors is None:
+                raise ValueError("model.avg_num_neighbors is 'auto': pass the data's average number of neighbours")
+            self.avg_num_neighbors = float(avg_num_neighbors)
+        elif spec.avg_num_neighbors is None:
+            self.avg_num_neighbors = 1.0
+        else:
+            self.avg_num_neighbors = float(spec.avg_num_neighbors)
+        self.network = MultiACENetwork(spec, 1.0 / self.avg_num_neighbors)
+        self.params = params
+        self.metadata = dict(metadata or {})
+        self._r0 = (
+            pair_r0_table(self.species.atomic_numbers, spec.radial.r0_scale) if spec.radial.transform == "agnesi" else None
+        )
+        self._predict = jax.jit(functools.partial(predict, self.site_energies), static_argnames=("compute_stress",))
+
+    @property
+    def cutoff(self) -> float:
+        return float(self.spec.cutoff)
+
+    def _inputs(self, graph: jraph.GraphsTuple):
+        vec = edge_vectors(graph.nodes["positions"], graph.globals["cell"], graph)
+        species = graph.nodes["species"]
+        r0 = None
+        if self._r0 is not None:
+            r0 = jnp.asarray(self._r0, vec.dtype)[species[graph.receivers], species[graph.senders]]
+        return species, vec, graph.senders, graph.receivers, edge_mask(graph), r0
+
+    def init(self, rng, graph: jraph.GraphsTuple):
+        """Fresh parameters (dtype of the graph's positions)."""
+        return self.network.init(rng, *self._inputs(graph))["params"]
+
+    def learned_energies(self, params, graph: jraph.GraphsTuple) -> jnp.ndarray:
+        """Σ_t readout_t per node [n_nodes], before E0, scale and shift."""
+        return self.network.apply({"params": params}, *self._inputs(graph))
+
+    def site_energies(self, params, graph: jraph.GraphsTuple) -> jnp.ndarray:
+        """[n_nodes] site energies E_i = E0(z_i) + shift + scale · Σ_t readout_t, eV."""
+        out = self.learned_energies(params, graph)
+        e0 = jnp.asarray(self.e0, out.dtype)[graph.nodes["species"]]
+        return e0 + self.shift + self.scale * out
+
+    site_energy_fn = site_energies  # the name linear ACE uses
+
+    def predict_graph(self, graph: jraph.GraphsTuple, compute_stress: bool = True, params=None):
+        p = self.params if params is None else params
+        if p is None:
+            raise ValueError("this model has no parameters yet: train it or call init")
+        return self._predict(p, graph, compute_stress=compute_stress)
+
+    def n_params(self, params=None) -> int:
+        p = self.params if params is None else params
+        return int(sum(np.size(x) for x in jax.tree_util.tree_leaves(p)))
+
+    def with_params(self, params) -> "MultiACEModel":
+        m = MultiACEModel(self.spec, self.e0, self.scale, self.shift, self.avg_num_neighbors, params, self.metadata)
+        return m
+
+    # -- safe serialisation protocol (jace.models.io) ------------------------------------------
+    def to_state(self):
+        if self.params is None:
+            raise ValueError("cannot save a multi-ACE model without parameters")
+        spec = spec_to_dict(self.spec)
+        spec["_statistics"] = {"scale": self.scale, "shift": self.shift, "avg_num_neighbors": self.avg_num_neighbors}
+        arrays = {"e0": self.e0, **_flatten(jax.device_get(self.params))}
+        return spec, arrays, {**self.metadata, "n_params": self.n_params()}
+
+    @classmethod
+    def from_state(cls, spec: dict, arrays: dict, metadata: dict):
+        spec = dict(spec)
+        stats = spec.pop("_statistics")
+        s = spec_from_dict(spec)
+        params = _unflatten(arrays)
+        return cls(s, arrays["e0"], stats["scale"], stats["shift"], stats["avg_num_neighbors"], params, metadata)
+
+
+def spec_to_dict(spec: MultiACESpec) -> dict:
+    d = dataclasses.asdict(spec)
+    d["radial"] = dataclasses.asdict(spec.radial)
+    for k, v in d.items():
+        if isinstance(v, tuple):
+            d[k] = list(v)
+    return json.loads(json.dumps(d))
+
+
+def spec_from_dict(d: Mapping[str, Any]) -> MultiACESpec:
+    kw = dict(d)
+    kw["radial"] = RadialSpec(**kw["radial"])
+    for k in ("elements", "radial_mlp", "correlation", "max_degree"):
+        kw[k] = tuple(kw[k])
+    return MultiACESpec(**kw)
+
+
+def _register():
+    from jace.models.io import register_model_type
+
+    register_model_type(MultiACEModel.model_type, MultiACEModel)
+
+
+_register()
