@@ -105,13 +105,13 @@ def test_internal_features_are_equivariant(name):
     checked = 0
     for h, hq in zip(feats, feats_q):
         h, hq = np.asarray(h[: cfg.n_atoms]), np.asarray(hq[: cfg.n_atoms])
-        l_max = int(round(np.sqrt(h.shape[-1]))) - 1
+        l_max = int(round(np.sqrt(h.shape[1]))) - 1  # h: [n, (L+1)², K]
         for l in range(l_max + 1):
             d = np.asarray(e3nn.Irrep(l, (-1) ** l).D_from_matrix(jnp.asarray(q)))
             sl = slice(l * l, (l + 1) ** 2)
-            np.testing.assert_allclose(hq[..., sl], h[..., sl] @ d.T, atol=1e-10)
+            np.testing.assert_allclose(hq[:, sl], np.einsum("ab,nbk->nak", d, h[:, sl]), atol=1e-10)
             if l > 0:
-                assert np.abs(h[..., sl]).max() > 1e-6
+                assert np.abs(h[:, sl]).max() > 1e-6
                 checked += 1
     assert checked >= 1
 

@@ -192,7 +192,10 @@ def build_product_basis(
 
 
 def monomials(basis: ProductBasis, a_flat: jnp.ndarray) -> list[jnp.ndarray]:
-    """The recursion. Args: a_flat [n_nodes, one_particle.size]. Returns per ν: AA_ν [n_nodes, n_AA_ν]."""
+    """The recursion. Args: a_flat [n_nodes, one_particle.size, *batch]. Returns per ν: AA_ν [n_nodes, n_AA_ν, *batch].
+
+    Trailing batch axes (e.g. channels for the channel-wise products of multi-ACE layers) ride along.
+    """
     out = []
     for nu, (parent, last) in enumerate(basis.levels, start=1):
         a_last = a_flat[:, last]
@@ -210,6 +213,19 @@ def couple(basis: ProductBasis, aa: list[jnp.ndarray], irrep=(0, 1)) -> jnp.ndar
     if not parts:
         n = aa[0].shape[0]
         return jnp.zeros((n, 0, 2 * irrep[0] + 1), dtype=aa[0].dtype)
+    return jnp.concatenate(parts, axis=1)
+
+
+def couple_channels(basis: ProductBasis, aa: list[jnp.ndarray], irrep=(0, 1)) -> jnp.ndarray:
+    """``couple`` with a trailing channel axis: aa_ν [n, n_AA_ν, K] → B [n, n_functions, 2L+1, K]."""
+    parts = []
+    for g in basis.groups.get(irrep, []):
+        x = aa[g.nu - 1][:, g.mono_index]  # [n, n_blocks, n_mono, K]
+        b = jnp.einsum("nbqk,rMq->nbrMk", x, jnp.asarray(g.coeff, dtype=x.dtype))
+        parts.append(b.reshape(b.shape[0], -1, b.shape[-2], b.shape[-1]))
+    if not parts:
+        n, k = aa[0].shape[0], aa[0].shape[-1]
+        return jnp.zeros((n, 0, 2 * irrep[0] + 1, k), dtype=aa[0].dtype)
     return jnp.concatenate(parts, axis=1)
 
 

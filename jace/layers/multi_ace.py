@@ -5,7 +5,7 @@ module has one code path per *operation*, never one per named model. The heavy l
 functions: ``jace.layers.equivariant`` (linear maps, tensor products, gate) and ``jace.basis.product``
 (the symmetrised product basis, shared with linear ACE).
 
-Shapes: n nodes, e edges, K channels, Z elements, features [n, K, (L+1)²] (see ``equivariant``).
+Shapes: n nodes, e edges, K channels, Z elements, features [n, (L+1)², K] (see ``equivariant``).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jace.basis.product import OneParticle, ProductBasis, build_product_basis, couple, monomials
+from jace.basis.product import OneParticle, ProductBasis, build_product_basis, couple, couple_channels, monomials
 from jace.basis.radial import radial_functions
 from jace.layers import equivariant as eq
 from jace.models.design import MultiACESpec
@@ -27,18 +27,18 @@ _normal = nn.initializers.normal(stddev=1.0)
 
 
 class EquivariantLinear(nn.Module):
-    """h → W h per l (W_{z_i} h when ``n_species`` > 0). Input [n, K, (L+1)²] → [n, channels, (L+1)²]."""
+    """h → W h per l (W_{z_i} h when ``n_species`` > 0). Input [n, (L+1)², K] → [n, (L+1)², channels]."""
 
     channels: int
     n_species: int = 0
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, one_hot: Optional[jnp.ndarray] = None) -> jnp.ndarray:
-        l1 = int(round(np.sqrt(x.shape[-1])))
+        l1 = eq.l_max_of(x) + 1
         if self.n_species:
-            w = self.param("w", _normal, (self.n_species, l1, x.shape[1], self.channels), x.dtype)
+            w = self.param("w", _normal, (self.n_species, l1, x.shape[2], self.channels), x.dtype)
             return eq.linear_element(x, w, one_hot)
-        w = self.param("w", _normal, (l1, x.shape[1], self.channels), x.dtype)
+        w = self.param("w", _normal, (l1, x.shape[2], self.channels), x.dtype)
         return eq.linear(x, w)
 
 
@@ -109,11 +109,12 @@ def full_product_basis(
 
 
 class ProductMessage(nn.Module):
-    """A → B (symmetric products, orders 1 … ν) → message m_{i,k,LM} = Σ_η W_{(z_i) k η} B_{i,k,η,LM}.
+    """A → B (symmetric products, orders 1 … ν) → message m_{i,LM,k} = Σ_η W_{(z_i) η k} B_{i,η,LM,k}.
 
-    ``product="channelwise"``: A [n, K, (l_max+1)²], products within each channel (MACE).
-    ``product="full"``: A [n, K·n_rad·(l_max+1)²] flattened, all products (linear ACE); output channels
-    ``channels``. Returns [n, channels, (l_out+1)²] and, for analysis, the B features per L.
+    ``product="channelwise"``: A [n, (l_max+1)², K], products within each channel (MACE).
+    ``product="full"``: A [n, size] flattened over (channel, n, lm), all products (linear ACE); output
+    channels ``channels``. Returns m [n, (l_out+1)², channels] and, for analysis, the B features per L
+    ([n, η, 2L+1, K] channel-wise, [n, η, 2L+1] full).
     """
 
     kind: str
@@ -126,28 +127,27 @@ class ProductMessage(nn.Module):
     @nn.compact
     def __call__(self, a: jnp.ndarray, species: jnp.ndarray):
         n = a.shape[0]
-        flat = a.reshape(-1, a.shape[-1]) if self.kind == "channelwise" else a.reshape(n, -1)
-        aa = monomials(self.basis, flat)
+        aa = monomials(self.basis, a)
         parts, feats = [], []
         for L in range(self.l_out + 1):
             irrep = (L, (-1) ** L)
-            b = couple(self.basis, aa, irrep)  # channelwise: [n·K, η, 2L+1]; full: [n, η, 2L+1]
-            n_eta = b.shape[1]
             if self.kind == "channelwise":
-                k = a.shape[1]
-                b = b.reshape(n, k, n_eta, 2 * L + 1)
-                shape = (self.n_species, n_eta, k) if self.element_dependent else (n_eta, k)
-                w = self.param(f"w_L{L}", _normal, shape, a.dtype)
-                wn = w[species] if self.element_dependent else w[None]
-                m = jnp.einsum("nkeM,nek->nkM", b, wn) / np.sqrt(max(n_eta, 1))
+                b = couple_channels(self.basis, aa, irrep)  # [n, η, 2L+1, K]
+                k = a.shape[-1]
             else:
-                shape = (self.n_species, n_eta, self.channels) if self.element_dependent else (n_eta, self.channels)
-                w = self.param(f"w_L{L}", _normal, shape, a.dtype)
-                wn = w[species] if self.element_dependent else w[None]
-                m = jnp.einsum("neM,nek->nkM", b, wn) / np.sqrt(max(n_eta, 1))
+                b = couple(self.basis, aa, irrep)  # [n, η, 2L+1]
+                k = self.channels
+            n_eta = b.shape[1]
+            shape = (self.n_species, n_eta, k) if self.element_dependent else (n_eta, k)
+            w = self.param(f"w_L{L}", _normal, shape, a.dtype)
+            wn = w[species] if self.element_dependent else jnp.broadcast_to(w, (n,) + w.shape)
+            if self.kind == "channelwise":
+                m = jnp.einsum("neMk,nek->nMk", b, wn)
+            else:
+                m = jnp.einsum("neM,nek->nMk", b, wn)
             feats.append(b)
-            parts.append(m)
-        return jnp.concatenate(parts, axis=-1), feats
+            parts.append(m / np.sqrt(max(n_eta, 1)))
+        return jnp.concatenate(parts, axis=1), feats
 
 
 class MultiACELayer(nn.Module):
@@ -166,7 +166,7 @@ class MultiACELayer(nn.Module):
     def __call__(self, h, one_hot, species, sh, g, senders, receivers, inv_avg_neighbors):
         s, t = self.spec, self.t
         n, n_species = h.shape[0], one_hot.shape[1]
-        l_in = int(round(np.sqrt(h.shape[-1]))) - 1
+        l_in = eq.l_max_of(h)
         l_out = s.layer_l_out(t)
         nu = int(s.correlation[t])
         last = t == s.num_layers - 1
@@ -184,34 +184,36 @@ class MultiACELayer(nn.Module):
             else:
                 r = g
             r_lm = r[:, eq.l_of_lm_index(s.l_max), :] if r.ndim == 3 else r[:, None, :]  # [e, lm | 1, n_rad]
-            phi = h[senders][:, :, None, :] * jnp.swapaxes(r_lm, 1, 2)[:, None] * sh[:, None, None, :]
+            h_j = h[senders][:, 0, :]  # [e, K] scalar features
+            phi = h_j[:, :, None, None] * jnp.swapaxes(r_lm, 1, 2)[:, None] * sh[:, None, None, :]
             a = jax.ops.segment_sum(phi, receivers, num_segments=n) * inv_avg_neighbors  # [n, K, n_rad, lm]
-            k_a = h.shape[1]
+            a = a.reshape(n, -1)
+            if s.product == "channelwise":
+                a = a.reshape(n, -1, eq.n_lm(s.l_max)).transpose(0, 2, 1)  # channels (k, n_rad)
         else:
-            table = eq.tensor_product_table(s.l_max, l_in, s.l_max)
-            n_paths = len(eq.tensor_product_paths(s.l_max, l_in, s.l_max))
+            paths = eq.tensor_product_paths(s.l_max, l_in, s.l_max)
+            counts = eq.paths_per_l3(paths, s.l_max)
             h_up = EquivariantLinear(s.channels, name="linear_up")(h)
             if s.radial_element_dependent:
                 g = PairMixing(n_species, 1, name="radial_pairs")(g, species[receivers], species[senders])[:, 0]
-            w_r = RadialMLP(tuple(s.radial_mlp), s.channels * n_paths, name="radial")(g)
-            w_r = w_r.reshape(-1, s.channels, n_paths)
-            phi = eq.edge_tensor_product(sh, h_up[senders], w_r, table)  # [e, K, P]
+            w_r = RadialMLP(tuple(s.radial_mlp), len(paths) * s.channels, name="radial")(g)
+            w_r = w_r.reshape(-1, len(paths), s.channels)
+            phi = eq.edge_tensor_product(sh, h_up[senders], w_r, paths)  # [e, P, K]
             msg = jax.ops.segment_sum(phi, receivers, num_segments=n) * inv_avg_neighbors
-            counts = table[2]
             w_a = [
-                self.param(f"linear_A_L{l3}", _normal, (s.channels * c, s.channels), h.dtype) if c else None
+                self.param(f"linear_A_L{l3}", _normal, (c * s.channels, s.channels), h.dtype) if c else None
                 for l3, c in enumerate(counts)
             ]
-            a = eq.mix_paths(msg, w_a, counts)  # [n, K, (l_max+1)²]
-            k_a = s.channels
+            a = eq.mix_paths(msg, w_a, counts)  # [n, (l_max+1)², K]
 
         # ---- product basis and message ----------------------------------------------------------
         if s.product == "channelwise":
-            if s.one_particle == "outer":
-                a = a.reshape(n, k_a * s.radial.n_max, -1)
             basis = channelwise_product_basis(s.l_max, nu, l_out)
         else:
             n_rad = s.radial.n_max if s.one_particle == "outer" else 1
+            k_a = a.shape[1] // (n_rad * eq.n_lm(s.l_max)) if s.one_particle == "outer" else a.shape[-1]
+            if s.one_particle != "outer":  # flatten channel-last A to the (k, n, lm) layout
+                a = a.transpose(0, 2, 1).reshape(n, -1)
             basis = full_product_basis(k_a, n_rad, s.l_max, nu, tuple(s.max_degree[:nu]), float(s.w_l), l_out)
         m, _ = ProductMessage(
             s.product, basis, l_out, s.channels, n_species, s.product_element_dependent, name="product"
@@ -227,17 +229,17 @@ class MultiACELayer(nn.Module):
             h_new = h_new + sc(sc_in, one_hot)
         if s.nonlinearity == "gate":
             if l_out > 0:
-                w_g = self.param("w_gates", _normal, (m.shape[1], s.channels * l_out), h.dtype)
-                gates = (m[:, :, 0] @ w_g / np.sqrt(m.shape[1])).reshape(n, s.channels, l_out)
+                w_g = self.param("w_gates", _normal, (m.shape[2], l_out * s.channels), h.dtype)
+                gates = (m[:, 0, :] @ w_g / np.sqrt(m.shape[2])).reshape(n, l_out, s.channels)
             else:
-                gates = jnp.zeros((n, s.channels, 0), h.dtype)
+                gates = jnp.zeros((n, 0, s.channels), h.dtype)
             h_new = eq.gate(h_new, gates)
 
         # ---- readout ----------------------------------------------------------------------------------
         if last:
-            energy = Readout(s.last_readout, s.readout_hidden, name="readout")(h_new[:, :, 0])
+            energy = Readout(s.last_readout, s.readout_hidden, name="readout")(h_new[:, 0, :])
         elif s.readout_all_layers:
-            energy = Readout(s.readout, s.readout_hidden, name="readout")(h_new[:, :, 0])
+            energy = Readout(s.readout, s.readout_hidden, name="readout")(h_new[:, 0, :])
         else:
             energy = jnp.zeros((n,), h.dtype)
         return h_new, energy

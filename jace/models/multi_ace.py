@@ -118,10 +118,10 @@ class MultiACENetwork(nn.Module):
         g = radial_basis(r, s.radial, s.cutoff, r0)
         g = jnp.where(mask_e[:, None], g, 0.0)
         if s.embedding == "one_hot":
-            h = one_hot[:, :, None]
+            h = one_hot[:, None, :]
         else:
             w = self.param("embedding", nn.initializers.normal(1.0), (n_species, s.channels), dtype)
-            h = (one_hot @ w)[:, :, None]
+            h = (one_hot @ w)[:, None, :]
         energy = jnp.zeros(species.shape, dtype)
         for t in range(s.num_layers):
             h, e_t = MultiACELayer(s, t, name=f"layer_{t}")(
