@@ -89,32 +89,56 @@ def _path_coefficients(l1: int, l2: int, l3: int) -> np.ndarray:
     return _cg(l1, l2, l3) * np.sqrt(2 * l3 + 1)
 
 
-def edge_tensor_product(sh: jnp.ndarray, h_j: jnp.ndarray, weights: jnp.ndarray, paths) -> jnp.ndarray:
-    """Channel-wise, radially weighted tensor product of edge harmonics with neighbour features.
+@functools.lru_cache(maxsize=None)
+def _stacked_path_coefficients(paths: tuple, l_sh: int) -> tuple[np.ndarray, tuple[int, ...]]:
+    """All paths' coefficients side by side: [(l_sh+1)², Σ_p (2l2+1)(2l3+1)] and each path's offset."""
+    cols = sum((2 * l2 + 1) * (2 * l3 + 1) for _, l2, l3 in paths)
+    c = np.zeros((n_lm(l_sh), cols))
+    offsets, col = [], 0
+    for l1, l2, l3 in paths:
+        width = (2 * l2 + 1) * (2 * l3 + 1)
+        c[l1 * l1 : (l1 + 1) ** 2, col : col + width] = _path_coefficients(l1, l2, l3).reshape(2 * l1 + 1, width)
+        offsets.append(col)
+        col += width
+    return c, tuple(offsets)
 
-    out[e, (p, m3), k] = w[e, p, k] Σ_{m1, m2} C_p[m1, m2, m3] Y_{l1 m1}(r̂_e) h_{j(e), l2 m2, k}
 
-    Each path only touches its own l1, l2 blocks (no dense (l_in+1)² loop), and is written as a few
-    broadcast products over the contiguous channel axis, which XLA fuses into one loop per path.
+def edge_tensor_product(
+    sh: jnp.ndarray, h_j: jnp.ndarray, weights: jnp.ndarray, paths, receivers: jnp.ndarray, n_nodes: int
+) -> jnp.ndarray:
+    """Channel-wise, radially weighted tensor product of edge harmonics with neighbour features, summed
+    over each node's edges:
+
+    out[i, (p, m3), k] = Σ_{e: receiver(e) = i} w[e, p, k] Σ_{m1, m2} C_p[m1, m2, m3] Y_{l1 m1}(r̂_e) h_{j(e), l2 m2, k}
+
+    Implementation: T_p[e, m2, m3] = Σ_{m1} C_p Y for all paths is one matmul; each path then touches
+    only its own l2 block of h (no dense (l_in+1)² loop) as a few broadcast products over the contiguous
+    channel axis, and is summed to the nodes on its own, so no [n_edges, P, K] array is ever
+    concatenated (or split in the backward pass).
 
     Args:
       sh: [n_edges, (l_sh+1)²] spherical harmonics.
       h_j: [n_edges, (l_in+1)², K] features of each edge's neighbour.
-      weights: [n_edges, n_paths, K] per-path radial weights.
+      weights: [n_edges, n_paths, K] per-path radial weights (zero on padding edges).
       paths: ``tensor_product_paths(l_sh, l_in, l_out)`` (sorted by l3).
+      receivers: [n_edges] node index i of each edge.
     Returns:
-      [n_edges, P, K], P = Σ_paths (2 l3 + 1), the paths of each l3 contiguous, in ``paths`` order.
+      [n_nodes, P, K], P = Σ_paths (2 l3 + 1), the paths of each l3 contiguous, in ``paths`` order.
       Cost O(n_edges · K · Σ_paths (2 l2 + 1)(2 l3 + 1)).
     """
+    l_sh = int(round(np.sqrt(sh.shape[1]))) - 1
+    c, offsets = _stacked_path_coefficients(tuple(paths), l_sh)
+    t_all = sh @ jnp.asarray(c, sh.dtype)  # [e, Σ_p (2l2+1)(2l3+1)]
     outs = []
-    for p, (l1, l2, l3) in enumerate(paths):
-        c = jnp.asarray(_path_coefficients(l1, l2, l3), sh.dtype)
-        t = jnp.einsum("ea,abc->ebc", sh[:, l1 * l1 : (l1 + 1) ** 2], c)  # [e, 2l2+1, 2l3+1]
+    for p, ((l1, l2, l3), off) in enumerate(zip(paths, offsets)):
+        d2, d3 = 2 * l2 + 1, 2 * l3 + 1
+        t = t_all[:, off : off + d2 * d3].reshape(-1, d2, d3)
         h = h_j[:, l2 * l2 : (l2 + 1) ** 2]  # [e, 2l2+1, K]
         acc = t[:, 0, :, None] * h[:, 0:1, :]
-        for b in range(1, 2 * l2 + 1):
+        for b in range(1, d2):
             acc = acc + t[:, b, :, None] * h[:, b : b + 1, :]
-        outs.append(acc * weights[:, p : p + 1, :])
+        acc = acc * weights[:, p : p + 1, :]
+        outs.append(jax.ops.segment_sum(acc, receivers, num_segments=n_nodes))
     return jnp.concatenate(outs, axis=1)
 
 

@@ -198,8 +198,7 @@ class MultiACELayer(nn.Module):
                 g = PairMixing(n_species, 1, name="radial_pairs")(g, species[receivers], species[senders])[:, 0]
             w_r = RadialMLP(tuple(s.radial_mlp), len(paths) * s.channels, name="radial")(g)
             w_r = w_r.reshape(-1, len(paths), s.channels)
-            phi = eq.edge_tensor_product(sh, h_up[senders], w_r, paths)  # [e, P, K]
-            msg = jax.ops.segment_sum(phi, receivers, num_segments=n) * inv_avg_neighbors
+            msg = eq.edge_tensor_product(sh, h_up[senders], w_r, paths, receivers, n) * inv_avg_neighbors  # [n, P, K]
             w_a = [
                 self.param(f"linear_A_L{l3}", _normal, (c * s.channels, s.channels), h.dtype) if c else None
                 for l3, c in enumerate(counts)
