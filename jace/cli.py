@@ -1,13 +1,21 @@
-"""The ``jace`` command line: ``jace train``, ``jace eval`` and ``jace demo``.
+"""The ``jace`` command line: ``jace train``, ``jace eval``, ``jace ablate`` and ``jace demo``.
 
 JAX and the model code are imported inside the commands, after the precision is set, so that
 ``jace --help`` is fast and ``jax_enable_x64`` is decided before any array exists.
+
+``jace train CONFIG.yaml`` fits linear ACE (``fit:``) or trains a neural model (``training:``; ace,
+nequip, botnet, mace, multi_ace) into ``output_dir``: model.jace, config.yaml, metrics.json (train,
+validation and test sets, same keys for every model type) and, for the neural models, the trainer's
+train.log, metrics.csv, checkpoints/ and plots. ``--resume`` continues a stopped neural run.
+``jace ablate SWEEP.yaml`` trains every design point of a sweep (``jace.diagnostics.ablation``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import logging
 import os
 import sys
 import time
@@ -16,12 +24,49 @@ from typing import Callable, Optional, Sequence
 EXIT_USAGE = 2
 
 
+class CommandError(ValueError):
+    """A command cannot go on (training diverged, a run directory is in the way, ...); printed as
+    ``jace: error: ...`` with exit code 2."""
+
+
 # --------------------------------------------------------------------------------------------------
 # helpers
 
 
 def _log(msg: str) -> None:
     print(msg, flush=True)
+
+
+class _EchoHandler(logging.Handler):
+    def __init__(self, log: Callable[[str], None]):
+        super().__init__(logging.INFO)
+        self._echo = log
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._echo(record.getMessage())
+
+
+@contextlib.contextmanager
+def echo_training_log(log: Callable[[str], None] = _log):
+    """Print the trainer's log lines (``jace.training`` logger) while the block runs."""
+    logger = logging.getLogger("jace.training")
+    handler = _EchoHandler(log)
+    old_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+
+
+def _show_progress() -> bool:
+    """A live progress bar only on a terminal (never in logs or captured output)."""
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 def set_precision(precision: str) -> None:
@@ -33,8 +78,11 @@ def set_precision(precision: str) -> None:
     jax.config.update("jax_enable_x64", precision == "float64")
 
 
-# model type -> (module, fit function, evaluate function)
-_MODEL_FUNCTIONS = {"linear_ace": ("jace.models.linear_ace", "fit_linear_ace", "evaluate")}
+# model type -> (module, fit function, evaluate function); a neural model is trained, not fitted
+_MODEL_FUNCTIONS = {
+    "linear_ace": ("jace.models.linear_ace", "fit_linear_ace", "evaluate"),
+    "multi_ace": ("jace.models.multi_ace", None, "evaluate"),
+}
 
 
 def _model_function(model_type: str, which: int) -> Callable:
@@ -58,44 +106,15 @@ def _evaluate(model, configs, batch_size: int = 16):
 
 def _check_elements(configs, elements: Sequence[str], what: str) -> None:
     """Fail early, naming the file, when data contains an element the model does not know."""
-    from ase.data import atomic_numbers, chemical_symbols
+    from jace.training.pipeline import check_elements
 
-    known = {atomic_numbers[s] for s in elements}
-    for c in configs:
-        for z in set(int(v) for v in c.numbers):
-            if z not in known:
-                sym = chemical_symbols[z] if 0 < z < len(chemical_symbols) else f"Z={z}"
-                raise ValueError(
-                    f"{c.source}: {what} contains element {sym}, which model.elements ({', '.join(elements)}) does not list"
-                )
-
-
-def _split_validation(configs: list, fraction: float, seed: int) -> tuple[list, list]:
-    """(train, validation): a random ``fraction`` of ``configs`` held out, reproducibly from ``seed``."""
-    import numpy as np
-
-    if fraction <= 0 or not configs:
-        return configs, []
-    n = len(configs)
-    n_val = int(round(fraction * n))
-    n_val = min(max(n_val, 1), n - 1)
-    if n_val < 1:
-        raise ValueError(f"cannot hold out a validation fraction of {fraction} from {n} training configuration(s)")
-    order = np.random.default_rng(seed).permutation(n)
-    val_idx = set(order[:n_val].tolist())
-    train = [c for i, c in enumerate(configs) if i not in val_idx]
-    val = [c for i, c in enumerate(configs) if i in val_idx]
-    return train, val
+    check_elements(configs, elements, what)
 
 
 def _set_metrics(configs, predictions) -> dict:
-    from jace.training.metrics import compute_metrics, metrics_by_config_type
+    from jace.training.pipeline import set_metrics
 
-    energies, forces, stresses = predictions
-    out = compute_metrics(configs, energies, forces, stresses)
-    if len({c.config_type for c in configs}) > 1:
-        out["by_config_type"] = metrics_by_config_type(configs, energies, forces, stresses)
-    return out
+    return set_metrics(configs, predictions)
 
 
 def _scalar_items(info) -> list[str]:
@@ -117,49 +136,39 @@ def _scalar_items(info) -> list[str]:
 # train
 
 
-def run_training(cfg, log: Callable[[str], None] = _log) -> dict:
-    """Fit the model a TrainConfig describes, save it with its config, and return the metrics dict
-    ({"train": …, "validation": …, <test name>: …, "fit": info}) also written to metrics.json."""
+def run_training(cfg, log: Callable[[str], None] = _log, resume: bool = False, progress: bool = False) -> dict:
+    """Fit or train the model a TrainConfig describes, save it with its config, and return the metrics
+    dict ({"train": …, "validation": …, <test name>: …, "fit": info}) also written to metrics.json.
+
+    resume: continue the neural training run in ``output_dir`` (an error for linear ACE).
+    progress: show the trainer's progress bar (neural models).
+    """
+    from jace.config import model_section
+
+    if model_section(cfg.model_type) == "training":
+        return _run_neural_training(cfg, log, resume, progress)
+    if resume:
+        raise CommandError(
+            f"--resume is for the neural model types; {cfg.model_type} is fitted in one linear solve, "
+            "run it again without --resume"
+        )
     set_precision(cfg.precision)
 
     from jace.config import write_train_config
-    from jace.data import io as dio
     from jace.models.io import save_model
     from jace.training.metrics import format_metrics_table, write_metrics_json
+    from jace.training.pipeline import read_datasets
 
     out_dir = os.path.abspath(cfg.output_dir)
     cfg = dataclasses.replace(cfg, output_dir=out_dir)
     os.makedirs(out_dir, exist_ok=True)
     # the config first, so that even a failed run records what it was asked to do
     write_train_config(os.path.join(out_dir, "config.yaml"), cfg)
-    keys = cfg.data.keys
-    elements = tuple(getattr(cfg.model, "elements", ()))
 
     t0 = time.perf_counter()
-    train_all = dio.read_configurations(cfg.data.train, keys, require=("energy",))
-    isolated, train = dio.split_isolated_atoms(train_all)
-    isolated = list(isolated)
-    train = list(train)
-    if cfg.data.isolated_atoms is not None:
-        iso_file = list(dio.read_configurations(cfg.data.isolated_atoms, keys, require=("energy",)))
-        isolated = iso_file + isolated
-    if cfg.data.validation is not None:
-        validation = list(dio.read_configurations(cfg.data.validation, keys, require=("energy",)))
-    else:
-        train, validation = _split_validation(train, cfg.data.validation_fraction, cfg.seed)
-    tests = {name: list(dio.read_configurations(p, keys, require=("energy",))) for name, p in cfg.data.test.items()}
-    if not train:
-        raise ValueError(f"{cfg.data.train}: no training configurations (other than isolated atoms)")
-    if elements:
-        _check_elements(isolated + train, elements, "the training data")
-        _check_elements(validation, elements, "the validation data")
-        for name, cs in tests.items():
-            _check_elements(cs, elements, f"test set {name!r}")
-    log(
-        f"data: {len(train)} training, {len(validation)} validation, {len(isolated)} isolated-atom configurations"
-        + "".join(f", {len(cs)} in test set {name!r}" for name, cs in tests.items())
-        + f" ({time.perf_counter() - t0:.1f} s)"
-    )
+    data = read_datasets(cfg)
+    train, validation, isolated, tests = data.train, data.validation, data.isolated, data.tests
+    log(f"data: {data.summary()} ({time.perf_counter() - t0:.1f} s)")
 
     t1 = time.perf_counter()
     fit_fn = _model_function(cfg.model_type, 0)
@@ -187,13 +196,83 @@ def run_training(cfg, log: Callable[[str], None] = _log) -> dict:
     return metrics
 
 
+def _run_neural_training(cfg, log: Callable[[str], None], resume: bool, progress: bool) -> dict:
+    set_precision(cfg.precision)
+
+    from jace.config import write_train_config
+    from jace.models.io import save_model
+    from jace.training.checkpoint import CheckpointError
+    from jace.training.loop import TrainingError
+    from jace.training.metrics import format_metrics_table, write_metrics_json
+    from jace.training.pipeline import evaluate_sets, has_checkpoint, read_datasets, train_multi_ace
+
+    out_dir = os.path.abspath(cfg.output_dir)
+    cfg = dataclasses.replace(cfg, output_dir=out_dir)
+    if has_checkpoint(out_dir) and not resume:
+        raise CommandError(
+            f"{out_dir} already holds a training run (checkpoints/last.ckpt): pass --resume to continue it, "
+            "or choose another output_dir (--output-dir)"
+        )
+    os.makedirs(out_dir, exist_ok=True)
+    write_train_config(os.path.join(out_dir, "config.yaml"), cfg)
+
+    t0 = time.perf_counter()
+    data = read_datasets(cfg)
+    log(f"data: {data.summary()} ({time.perf_counter() - t0:.1f} s)")
+
+    try:
+        with echo_training_log(log):
+            model, result, info = train_multi_ace(cfg, data, out_dir, resume=resume, progress=progress, log=log)
+    except TrainingError as exc:  # the message says where the last good checkpoint is
+        raise CommandError(f"{cfg.source or 'training'}: {exc}") from None
+    except CheckpointError as exc:
+        raise CommandError(f"cannot resume the run in {out_dir}: {exc}") from None
+    log(
+        f"training: {info['train_seconds']:.1f} s, {info['epochs']} epochs ({info['steps']} steps, "
+        f"{info['stop_reason']}); best validation loss {info['best_valid_loss']:.5g} at step {info['best_step']}; "
+        f"{info['n_params']:,} parameters"
+    )
+    model_path = os.path.join(out_dir, "model.jace")
+    save_model(model_path, model)
+
+    t2 = time.perf_counter()
+    sets = {"train": data.train, "validation": data.validation, **data.tests}
+    metrics = evaluate_sets(model, sets, batch_size=cfg.training.settings.valid_batch_size)
+    metrics["fit"] = info
+    write_metrics_json(os.path.join(out_dir, "metrics.json"), metrics)
+    log(f"evaluation: {time.perf_counter() - t2:.1f} s")
+    log("")
+    log(format_metrics_table({k: v for k, v in metrics.items() if k != "fit"}))
+    log("")
+    log(f"model:   {model_path}")
+    log(f"config:  {os.path.join(out_dir, 'config.yaml')}")
+    log(f"metrics: {os.path.join(out_dir, 'metrics.json')}")
+    log(f"log:     {os.path.join(out_dir, 'train.log')}")
+    return metrics
+
+
 def cmd_train(args) -> int:
     from jace.config import load_train_config
 
     cfg = load_train_config(args.config)
     if args.output_dir:
         cfg = dataclasses.replace(cfg, output_dir=args.output_dir)
-    run_training(cfg)
+    run_training(cfg, resume=args.resume, progress=_show_progress())
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------
+# ablate
+
+
+def cmd_ablate(args) -> int:
+    from jace.diagnostics.ablation import run_ablation
+    from jace.diagnostics.sweep import load_sweep
+
+    sweep = load_sweep(args.sweep)
+    if args.output_dir:
+        sweep = dataclasses.replace(sweep, out_dir=os.path.abspath(args.output_dir))
+    run_ablation(sweep, log=_log, progress=_show_progress())
     return 0
 
 
@@ -342,6 +421,8 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="fit a model described by a YAML config", description="Fit a model described by a YAML config.")
     t.add_argument("config", help="training config (YAML)")
     t.add_argument("--output-dir", help="where to write model.jace, config.yaml and metrics.json (overrides output_dir)")
+    t.add_argument("--resume", action="store_true",
+                   help="continue the stopped training run in the output directory (neural models)")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("eval", help="errors of a saved model on a labelled data file", description="Errors of a saved model on a labelled data file.")
@@ -356,6 +437,17 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--keys-virial", metavar="K", help="info key of the reference virial (default: virial)")
     e.add_argument("--keys-config-type", metavar="K", help="info key of the config type (default: config_type)")
     e.set_defaults(func=cmd_eval)
+
+    a = sub.add_parser(
+        "ablate",
+        help="train every design point of a sweep; tables, scans and plots",
+        description="Train every design point of a sweep file (same data, seeds and budget), evaluate the test "
+        "sets, run smoothness scans, and write results.json, table.md and plots. Points whose result is "
+        "already in the output directory are skipped, so an interrupted sweep continues where it stopped.",
+    )
+    a.add_argument("sweep", help="sweep file (YAML); see jace/diagnostics/sweep.py")
+    a.add_argument("--output-dir", help="where to write the results (overrides the sweep's out_dir)")
+    a.set_defaults(func=cmd_ablate)
 
     d = sub.add_parser("demo", help="fit a linear ACE model to a synthetic EMT data set", description="Make a synthetic EMT data set, write it and a config, and run jace train on it.")
     d.add_argument("--output-dir", default="demo_run", help="(default: demo_run)")

@@ -37,6 +37,43 @@ Schema (defaults in brackets; ``model.elements`` and ``data.train`` are required
       e0: isolated                 # least_squares, zero, or {Cu: -0.1, Au: -0.2}
       chunk_size: 32
 
+Neural (multi-ACE) models: ``model.type`` is one of ``ace``, ``nequip``, ``botnet``, ``mace`` (named
+points of the design space, :func:`jace.models.multi_ace.preset`) or ``multi_ace`` (a user-defined
+point starting from the ``MultiACESpec`` defaults). Every ``MultiACESpec`` field is a key under
+``model``; the preset supplies the defaults and the YAML overrides them. They are trained by gradient
+descent, so they take a ``training:`` section instead of ``fit:``::
+
+    seed: 0                        # also seeds parameter initialisation and data order
+    precision: float64             # or training.precision (not both, unless equal)
+    model:
+      type: mace                   # ace | nequip | botnet | mace | multi_ace
+      elements: [H, C, O]
+      cutoff: 5.0
+      radial: {kind: bessel, n_max: 8, envelope_p: 5}
+      radial_mlp: [64, 64, 64]     # [] only with one_particle: outer
+      num_layers: 2
+      hidden_irreps: 32x0e+32x1o   # = channels: 32, hidden_l_max: 1 (give one form, not both)
+      l_max: 3
+      correlation: 3               # one number for every layer, or one per layer: [3, 3]
+      avg_num_neighbors: auto      # auto (from the training data), a number, or null
+      # ... and any other MultiACESpec field: radial_element_dependent, one_particle, product,
+      # max_degree, w_l, product_element_dependent, embedding, residual, first_layer_residual,
+      # update_element_dependent, nonlinearity (none | gate, or false | true), readout,
+      # last_readout, readout_hidden, readout_all_layers, last_layer_scalars_only, normalisation
+    data:                          # as for linear ACE; a validation set is required, and isolated
+      train: train.xyz             # atoms of elements the model does not list are left out
+      validation_fraction: 0.1
+    training:                      # every TrainSettings field but seed and dtype, plus e0 and precision
+      max_epochs: 100
+      batch_size: 8
+      optimizer: amsgrad
+      lr: 0.01
+      schedule: plateau
+      energy_weight: 1
+      forces_weight: 100
+      stage_two: {start_fraction: 0.75, energy_weight: 1000, forces_weight: 100, lr: 1.0e-3}
+      e0: isolated                 # least_squares, zero, or {H: -13.6, C: -1026.9, O: -2037.8}
+
 New model types register a parser with :func:`register_model_config`.
 """
 
@@ -44,6 +81,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import math
 import os
 from typing import Any, Callable, Mapping, Optional
@@ -102,20 +140,36 @@ class DataSpec:
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """Everything ``jace train`` needs. ``model`` is the model type's spec (``LinearACESpec`` for
-    ``model_type == "linear_ace"``); ``source`` is the YAML file it was read from, if any."""
+    ``model_type == "linear_ace"``, ``MultiACESpec`` for the neural types); ``source`` is the YAML file
+    it was read from, if any. Linear ACE has ``fit`` (and ``training`` None); the neural models have
+    ``training`` (and ``fit`` None)."""
 
     seed: int
     precision: str
     output_dir: str
     model: Any
-    fit: FitSpec
+    fit: Optional[FitSpec]
     data: DataSpec
     model_type: str = "linear_ace"
     source: Optional[str] = None
+    training: Optional["TrainingSpec"] = None
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingSpec:
+    """The ``training:`` section of a neural model: the trainer's settings and how to get E0.
+
+    settings: a :class:`jace.training.TrainSettings` (its ``seed`` is the config's ``seed`` and its
+      ``dtype`` the config's ``precision``).
+    e0: "isolated", "least_squares", "zero" or {symbol: eV}.
+    """
+
+    settings: Any
+    e0: Any = "isolated"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -201,6 +255,12 @@ def _str(file: str, value: Any, path: str) -> str:
     return value
 
 
+def _bool(file: str, value: Any, path: str) -> bool:
+    if not isinstance(value, bool):
+        raise _fail(file, f"{path} must be true or false, got {_describe(value)}")
+    return value
+
+
 def _choice(file: str, value: Any, path: str, choices) -> str:
     if not isinstance(value, str):
         raise _fail(file, f"{path} must be one of {', '.join(choices)}; got {_describe(value)}")
@@ -237,25 +297,40 @@ def _wrap_post_init(file: str, build: Callable[[], Any], prefix: str = "") -> An
 # Model types
 
 
+SECTIONS = ("fit", "training")
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfigType:
     """How one ``model.type`` is read from and written to a config mapping.
 
     parse(file, mapping) -> spec, where mapping is ``model`` without its ``type`` key.
     to_dict(spec) -> a plain mapping (lists, not tuples) that ``parse`` reads back to the same spec.
+    section: "fit" (fitted by linear least squares, ``FitSpec``) or "training" (trained by gradient
+      descent, ``TrainingSpec``): which of the two sections the config may have.
     """
 
     name: str
     parse: Callable[[str, Mapping], Any]
     to_dict: Callable[[Any], dict]
+    section: str = "fit"
 
 
 _MODEL_CONFIGS: dict[str, ModelConfigType] = {}
 
 
-def register_model_config(name: str, parse: Callable[[str, Mapping], Any], to_dict: Callable[[Any], dict]) -> None:
-    """Make ``model.type: name`` known to :func:`load_train_config`."""
-    _MODEL_CONFIGS[name] = ModelConfigType(name, parse, to_dict)
+def register_model_config(
+    name: str, parse: Callable[[str, Mapping], Any], to_dict: Callable[[Any], dict], section: str = "fit"
+) -> None:
+    """Make ``model.type: name`` known to :func:`load_train_config`; ``section`` as in ModelConfigType."""
+    if section not in SECTIONS:
+        raise ValueError(f"section must be one of {SECTIONS}, got {section!r}")
+    _MODEL_CONFIGS[name] = ModelConfigType(name, parse, to_dict, section)
+
+
+def model_section(model_type: str) -> str:
+    """"fit" or "training": the section a model type is configured by."""
+    return _MODEL_CONFIGS[model_type].section
 
 
 def model_types() -> tuple[str, ...]:
@@ -266,10 +341,10 @@ _RADIAL_KEYS = ("kind", "n_max", "envelope", "envelope_p", "transform", "r0_scal
 _LINEAR_ACE_KEYS = ("elements", "cutoff", "l_max", "correlation", "max_degree", "w_l", "radial")
 
 
-def _parse_radial(file: str, value: Any, prefix: str) -> RadialSpec:
+def _parse_radial(file: str, value: Any, prefix: str, default: Optional[RadialSpec] = None) -> RadialSpec:
     m = _mapping(file, value, prefix)
     _check_keys(file, m, prefix, _RADIAL_KEYS)
-    default = RadialSpec()
+    default = RadialSpec() if default is None else default
     kw = {
         "kind": _choice(file, m["kind"], f"{prefix}.kind", RADIAL_KINDS) if "kind" in m else default.kind,
         "n_max": _int(file, m["n_max"], f"{prefix}.n_max") if "n_max" in m else default.n_max,
@@ -287,9 +362,7 @@ def _parse_radial(file: str, value: Any, prefix: str) -> RadialSpec:
     return _wrap_post_init(file, lambda: RadialSpec(**kw), prefix="model.")
 
 
-def _parse_linear_ace(file: str, m: Mapping) -> LinearACESpec:
-    _check_keys(file, m, "model", ("type",) + _LINEAR_ACE_KEYS, required=("elements",))
-    elements = m["elements"]
+def _parse_elements(file: str, elements: Any) -> tuple[str, ...]:
     if isinstance(elements, str):
         elements = [elements]
     if not isinstance(elements, (list, tuple)) or not elements:
@@ -298,6 +371,24 @@ def _parse_linear_ace(file: str, m: Mapping) -> LinearACESpec:
     dup = sorted({s for s in symbols if symbols.count(s) > 1})
     if dup:
         raise _fail(file, f"model.elements lists {', '.join(dup)} more than once")
+    return symbols
+
+
+def _radial_to_dict(radial: RadialSpec) -> dict:
+    return {
+        "kind": radial.kind,
+        "n_max": int(radial.n_max),
+        "envelope": radial.envelope,
+        "envelope_p": int(radial.envelope_p),
+        "transform": radial.transform,
+        "r0_scale": float(radial.r0_scale),
+        "q": float(radial.q),
+    }
+
+
+def _parse_linear_ace(file: str, m: Mapping) -> LinearACESpec:
+    _check_keys(file, m, "model", ("type",) + _LINEAR_ACE_KEYS, required=("elements",))
+    symbols = _parse_elements(file, m["elements"])
 
     default = LinearACESpec(elements=("H",))
     kw: dict[str, Any] = {"elements": symbols}
@@ -329,19 +420,220 @@ def _linear_ace_to_dict(spec: LinearACESpec) -> dict:
         "correlation": int(spec.correlation),
         "max_degree": [float(d) for d in spec.max_degree],
         "w_l": float(spec.w_l),
-        "radial": {
-            "kind": spec.radial.kind,
-            "n_max": int(spec.radial.n_max),
-            "envelope": spec.radial.envelope,
-            "envelope_p": int(spec.radial.envelope_p),
-            "transform": spec.radial.transform,
-            "r0_scale": float(spec.radial.r0_scale),
-            "q": float(spec.radial.q),
-        },
+        "radial": _radial_to_dict(spec.radial),
     }
 
 
 register_model_config("linear_ace", _parse_linear_ace, _linear_ace_to_dict)
+
+
+# --------------------------------------------------------------------------------------------------
+# Multi-ACE models (ace, nequip, botnet, mace, multi_ace)
+
+# The named points of jace.models.multi_ace (MODEL_NAMES there; a test checks they agree).
+MULTI_ACE_TYPES = ("ace", "nequip", "botnet", "mace", "multi_ace")
+
+_ONE_PARTICLE = ("channelwise", "outer")
+_PRODUCT = ("channelwise", "full")
+_EMBEDDING = ("learned", "one_hot")
+_RESIDUAL = ("none", "linear", "element")
+_NONLINEARITY = ("none", "gate")
+_READOUT = ("linear", "mlp")
+_NORMALISATION = ("e0", "scale_shift")
+
+# MultiACESpec field -> how its YAML value is read (a test checks that every field is listed)
+_MULTI_ACE_FIELDS: dict[str, Any] = {
+    "elements": "elements",
+    "cutoff": "float",
+    "radial": "radial",
+    "radial_mlp": "int_list",
+    "radial_element_dependent": "bool",
+    "num_layers": "int",
+    "channels": "int",
+    "l_max": "int",
+    "hidden_l_max": "int",
+    "correlation": "correlation",
+    "one_particle": _ONE_PARTICLE,
+    "product": _PRODUCT,
+    "max_degree": "max_degree",
+    "w_l": "float",
+    "product_element_dependent": "bool",
+    "embedding": _EMBEDDING,
+    "residual": _RESIDUAL,
+    "first_layer_residual": "bool",
+    "update_element_dependent": "bool",
+    "nonlinearity": "nonlinearity",
+    "readout": _READOUT,
+    "last_readout": _READOUT,
+    "readout_hidden": "int",
+    "readout_all_layers": "bool",
+    "last_layer_scalars_only": "bool",
+    "normalisation": _NORMALISATION,
+    "avg_num_neighbors": "avg_num_neighbors",
+}
+_MULTI_ACE_KEYS = tuple(_MULTI_ACE_FIELDS) + ("hidden_irreps",)
+
+
+def parse_hidden_irreps(file: str, value: Any, path: str = "model.hidden_irreps") -> tuple[int, int]:
+    """(channels, hidden_l_max) of an irreps string such as ``"32x0e+32x1o"``.
+
+    Multi-ACE hidden features have the same number of channels for every L = 0 … L_max, each with
+    natural parity (-1)^L (0e, 1o, 2e, 3o, …); anything else is a ConfigError that says why.
+    """
+    example = "e.g. '32x0e+32x1o' (32 channels, L = 0 and 1)"
+    if not isinstance(value, str) or not value.strip():
+        raise _fail(file, f"{path} must be an irreps string, {example}; got {_describe(value)}")
+    import e3nn_jax as e3nn
+
+    try:
+        irreps = e3nn.Irreps(value)
+    except (ValueError, TypeError, AssertionError):
+        raise _fail(file, f"{path}: {value!r} is not an irreps string; write it as {example}") from None
+    mult: dict[int, int] = {}
+    for mul, ir in irreps:
+        if mul == 0:
+            continue
+        if ir.p != (-1) ** ir.l:
+            natural = f"{ir.l}{'e' if ir.l % 2 == 0 else 'o'}"
+            raise _fail(
+                file,
+                f"{path}: {value!r} has {ir}, which is not of natural parity: multi-ACE features with L = {ir.l} "
+                f"are {natural} (parity (-1)^L: 0e, 1o, 2e, 3o, ...)",
+            )
+        mult[ir.l] = mult.get(ir.l, 0) + int(mul)
+    if not mult:
+        raise _fail(file, f"{path}: {value!r} is empty (no channels); write it as {example}")
+    l_top = max(mult)
+    missing = [l for l in range(l_top + 1) if l not in mult]
+    if missing:
+        raise _fail(
+            file,
+            f"{path}: {value!r} has no features with L = {', '.join(map(str, missing))}; multi-ACE hidden "
+            f"features have every L from 0 to their L_max ({l_top})",
+        )
+    if len(set(mult.values())) > 1:
+        counts = ", ".join(f"{m} for L = {l}" for l, m in sorted(mult.items()))
+        raise _fail(
+            file,
+            f"{path}: {value!r} has unequal multiplicities ({counts}); multi-ACE hidden features have the "
+            f"same number of channels for every L, {example}",
+        )
+    return mult[0], l_top
+
+
+def _int_list(file: str, value: Any, path: str) -> tuple[int, ...]:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = [value]
+    if not isinstance(value, (list, tuple)):
+        raise _fail(file, f"{path} must be a list of integers, got {_describe(value)}")
+    return tuple(_int(file, v, f"{path}[{i}]") for i, v in enumerate(value))
+
+
+def _multi_ace_value(file: str, key: str, value: Any) -> Any:
+    path = f"model.{key}"
+    kind = _MULTI_ACE_FIELDS[key]
+    if isinstance(kind, tuple):
+        return _choice(file, value, path, kind)
+    if kind == "float":
+        return _float(file, value, path)
+    if kind == "int":
+        return _int(file, value, path)
+    if kind == "bool":
+        return _bool(file, value, path)
+    if kind == "int_list":
+        return _int_list(file, value, path)
+    if kind == "correlation":  # one number for every layer, or one per layer
+        if isinstance(value, (list, tuple)):
+            if not value:
+                raise _fail(file, f"{path} must be one integer or a list with one per layer, got []")
+            return _int_list(file, value, path)
+        return _int(file, value, path)
+    if kind == "max_degree":  # one number for every correlation order, or a list
+        if isinstance(value, (list, tuple)):
+            return tuple(_float(file, d, f"{path}[{i}]") for i, d in enumerate(value))
+        return _float(file, value, path)
+    if kind == "nonlinearity":  # none | gate, or false | true
+        if isinstance(value, bool):
+            return "gate" if value else "none"
+        return _choice(file, value, path, _NONLINEARITY)
+    if kind == "avg_num_neighbors":
+        if value is None or value == "auto":
+            return value
+        if isinstance(value, str):
+            try:
+                float(value)
+            except ValueError:
+                hint = " (did you mean 'auto'?)" if difflib.get_close_matches(value, ["auto"], n=1, cutoff=0.5) else ""
+                raise _fail(file, f"{path} must be a number, null or 'auto', got {_describe(value)}{hint}") from None
+        out = _float(file, value, path)
+        if not out > 0:
+            raise _fail(file, f"{path} must be positive, got {_describe(value)}")
+        return out
+    raise AssertionError(f"no reader for {key}")  # pragma: no cover
+
+
+def _parse_multi_ace(model_type: str, file: str, m: Mapping):
+    """The MultiACESpec of ``model.type: model_type``: the preset with the YAML's keys overriding it."""
+    from jace.models.design import MultiACESpec
+    from jace.models.multi_ace import _PRESETS, preset
+
+    _check_keys(file, m, "model", ("type",) + _MULTI_ACE_KEYS, required=("elements",))
+    elements = _parse_elements(file, m["elements"])
+    base = dict(_PRESETS.get(model_type, {}))
+    overrides: dict[str, Any] = {}
+    for key, value in m.items():
+        if key in ("type", "elements", "hidden_irreps", "radial"):
+            continue
+        overrides[key] = _multi_ace_value(file, key, value)
+    if "radial" in m:
+        default_radial = base.get("radial", MultiACESpec.radial)
+        overrides["radial"] = _parse_radial(file, m["radial"], "model.radial", default=default_radial)
+    if "hidden_irreps" in m:
+        both = [k for k in ("channels", "hidden_l_max") if k in m]
+        if both:
+            raise _fail(
+                file,
+                f"give either model.hidden_irreps or model.{' and model.'.join(both)}, not both "
+                "(hidden_irreps sets channels and hidden_l_max)",
+            )
+        overrides["channels"], overrides["hidden_l_max"] = parse_hidden_irreps(file, m["hidden_irreps"])
+    if isinstance(overrides.get("max_degree"), float):
+        corr = overrides.get("correlation", base.get("correlation", MultiACESpec.correlation))
+        nu = corr if isinstance(corr, int) else max(corr)
+        overrides["max_degree"] = (overrides["max_degree"],) * max(int(nu), 1)
+    try:
+        return preset(model_type, elements, **overrides)
+    except ValueError as exc:
+        msg = str(exc)
+        if not msg.startswith("model."):
+            msg = f"model: {msg}"
+        raise _fail(file, msg) from None
+
+
+def _multi_ace_to_dict(spec) -> dict:
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(spec):
+        v = getattr(spec, f.name)
+        if f.name == "radial":
+            out["radial"] = _radial_to_dict(v)
+        elif f.name == "elements":
+            out["elements"] = list(v)
+        elif f.name == "max_degree":
+            out["max_degree"] = [float(d) for d in v]
+        elif isinstance(v, tuple):
+            out[f.name] = [int(x) for x in v]
+        elif isinstance(v, bool) or isinstance(v, str) or v is None:
+            out[f.name] = v
+        elif isinstance(v, int):
+            out[f.name] = int(v)
+        else:
+            out[f.name] = float(v)
+    return out
+
+
+for _name in MULTI_ACE_TYPES:
+    register_model_config(_name, functools.partial(_parse_multi_ace, _name), _multi_ace_to_dict, section="training")
+del _name
 
 
 # --------------------------------------------------------------------------------------------------
@@ -350,7 +642,26 @@ register_model_config("linear_ace", _parse_linear_ace, _linear_ace_to_dict)
 _FIT_KEYS = tuple(f.name for f in dataclasses.fields(FitSpec))
 _DATA_KEYS = ("train", "validation", "validation_fraction", "test", "isolated_atoms", "keys")
 _KEYS_KEYS = tuple(f.name for f in dataclasses.fields(DataKeys))
-_TOP_KEYS = ("seed", "precision", "output_dir", "model", "data", "fit")
+_TOP_KEYS = ("seed", "precision", "output_dir", "model", "data", "fit", "training")
+
+
+def _parse_e0(file: str, e0: Any, path: str, elements: tuple[str, ...]):
+    if isinstance(e0, Mapping):
+        values: dict[str, float] = {}
+        for sym, v in e0.items():
+            _element(file, sym, f"{path} key {sym!r}")
+            if sym not in elements:
+                raise _fail(file, f"{path}.{sym}: {sym} is not in model.elements ({', '.join(elements)})")
+            values[sym] = _float(file, v, f"{path}.{sym}")
+        missing = [s for s in elements if s not in values]
+        if missing:
+            raise _fail(file, f"{path} gives no reference energy for {', '.join(missing)}")
+        return values
+    if not isinstance(e0, str):
+        raise _fail(
+            file, f"{path} must be one of {', '.join(E0_MODES)} or a mapping {{element: eV}}, got {_describe(e0)}"
+        )
+    return _choice(file, e0, path, E0_MODES)
 
 
 def _parse_fit(file: str, value: Any, elements: tuple[str, ...]) -> FitSpec:
@@ -381,28 +692,183 @@ def _parse_fit(file: str, value: Any, elements: tuple[str, ...]) -> FitSpec:
                 out[ct][obs] = x
         kw["config_type_weights"] = out
     if "e0" in m:
-        e0 = m["e0"]
-        if isinstance(e0, Mapping):
-            values: dict[str, float] = {}
-            for sym, v in e0.items():
-                _element(file, sym, f"fit.e0 key {sym!r}")
-                if sym not in elements:
-                    raise _fail(file, f"fit.e0.{sym}: {sym} is not in model.elements ({', '.join(elements)})")
-                values[sym] = _float(file, v, f"fit.e0.{sym}")
-            missing = [s for s in elements if s not in values]
-            if missing:
-                raise _fail(file, f"fit.e0 gives no reference energy for {', '.join(missing)}")
-            kw["e0"] = values
-        else:
-            if not isinstance(e0, str):
-                raise _fail(
-                    file, f"fit.e0 must be one of {', '.join(E0_MODES)} or a mapping {{element: eV}}, got {_describe(e0)}"
-                )
-            kw["e0"] = _choice(file, e0, "fit.e0", E0_MODES)
+        kw["e0"] = _parse_e0(file, m["e0"], "fit.e0", elements)
     for name in ("smoothness_p",):
         if name in kw and kw[name] < 0:
             raise _fail(file, f"fit.{name} must be >= 0, got {kw[name]!r}")
     return _wrap_post_init(file, lambda: FitSpec(**kw))
+
+
+# TrainSettings field -> how its YAML value is read. ``seed`` and ``dtype`` are not keys of the section:
+# they come from the top-level ``seed`` and ``precision`` (a test checks every other field is listed).
+_TRAINING_FIELDS: dict[str, Any] = {
+    "max_epochs": "int",
+    "batch_size": "int",
+    "valid_batch_size": "int",
+    "eval_every": "int",
+    "eval_unit": ("epoch", "step"),
+    "optimizer": "optimizer",
+    "lr": "float",
+    "b1": "float",
+    "b2": "float",
+    "eps": "float",
+    "schedule": "schedule",
+    "warmup_steps": "int",
+    "decay_rate": "float",
+    "decay_steps": "int",
+    "final_lr_factor": "float",
+    "plateau_factor": "float",
+    "plateau_patience": "int",
+    "plateau_threshold": "float",
+    "plateau_min_factor": "float",
+    "weight_decay": "float",
+    "weight_decay_patterns": "str_list",
+    "clip_norm": "float_or_null",
+    "ema_decay": "float_or_null",
+    "loss": "loss",
+    "huber_delta": "float",
+    "energy_weight": "float",
+    "forces_weight": "float",
+    "stress_weight": "float",
+    "virial_weight": "float",
+    "config_type_weights": "config_type_weights",
+    "stage_two": "stage_two",
+    "patience": "int_or_null",
+    "n_buckets": "int",
+    "data_parallel": "bool",
+    "plots": "bool",
+}
+_TRAINING_KEYS = tuple(_TRAINING_FIELDS) + ("e0", "precision")
+_STAGE_TWO_KEYS = ("start_fraction", "energy_weight", "forces_weight", "stress_weight", "virial_weight", "lr")
+
+
+def _parse_stage_two(file: str, value: Any, path: str):
+    from jace.training.optim import StageTwo
+
+    if value is None or value is False:
+        return None
+    if value is True:
+        return StageTwo()
+    m = _mapping(file, value, path)
+    _check_keys(file, m, path, _STAGE_TWO_KEYS)
+    kw: dict[str, Any] = {}
+    for key, v in m.items():
+        if key in ("start_fraction", "lr"):
+            kw[key] = _float(file, v, f"{path}.{key}")
+        else:  # a loss weight; null keeps stage one's
+            kw[key] = None if v is None else _float(file, v, f"{path}.{key}")
+    try:
+        return StageTwo(**kw)
+    except ValueError as exc:
+        msg = str(exc)
+        raise _fail(file, f"training.{msg}" if msg.startswith("stage_two.") else f"{path}: {msg}") from None
+
+
+def _training_value(file: str, key: str, value: Any) -> Any:
+    from jace.training.loss import LOSS_KINDS
+    from jace.training.optim import OPTIMIZERS, SCHEDULES
+
+    path = f"training.{key}"
+    kind = _TRAINING_FIELDS[key]
+    if isinstance(kind, tuple):
+        return _choice(file, value, path, kind)
+    if kind == "optimizer":
+        return _choice(file, value, path, OPTIMIZERS)
+    if kind == "schedule":
+        return _choice(file, value, path, SCHEDULES)
+    if kind == "loss":
+        return _choice(file, value, path, LOSS_KINDS)
+    if kind == "int":
+        return _int(file, value, path)
+    if kind == "float":
+        return _float(file, value, path)
+    if kind == "bool":
+        return _bool(file, value, path)
+    if kind == "int_or_null":
+        return None if value is None else _int(file, value, path)
+    if kind == "float_or_null":
+        return None if value is None else _float(file, value, path)
+    if kind == "str_list":
+        import re
+
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)):
+            raise _fail(file, f"{path} must be a list of regular expressions, got {_describe(value)}")
+        out = []
+        for i, item in enumerate(items):
+            pattern = _str(file, item, f"{path}[{i}]")
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise _fail(file, f"{path}[{i}]: {pattern!r} is not a regular expression ({exc})") from None
+            out.append(pattern)
+        return tuple(out)
+    if kind == "config_type_weights":
+        ctw = _mapping(file, value, path)
+        out_w: dict[str, Any] = {}
+        for ct, w in ctw.items():
+            where = f"{path}.{ct}"
+            if not isinstance(ct, str):
+                raise _fail(file, f"{path} keys must be config_type names, got {_describe(ct)}")
+            if isinstance(w, Mapping):
+                _check_keys(file, w, where, WEIGHT_OBSERVABLES)
+                out_w[ct] = {obs: _float(file, v, f"{where}.{obs}") for obs, v in w.items()}
+                bad = [obs for obs, v in out_w[ct].items() if v < 0]
+                if bad:
+                    raise _fail(file, f"{where}.{bad[0]} must be >= 0, got {out_w[ct][bad[0]]!r}")
+            else:
+                out_w[ct] = _float(file, w, where)
+                if out_w[ct] < 0:
+                    raise _fail(file, f"{where} must be >= 0, got {_describe(w)}")
+        return out_w
+    if kind == "stage_two":
+        return _parse_stage_two(file, value, path)
+    raise AssertionError(f"no reader for {key}")  # pragma: no cover
+
+
+def _parse_training(file: str, value: Any, elements: tuple[str, ...], seed: int, precision: str) -> TrainingSpec:
+    from jace.training.settings import TrainSettings
+
+    m = _mapping(file, value, "training")
+    for key, hint in (("dtype", "use 'precision' (float64 or float32)"), ("seed", "use the top-level 'seed'")):
+        if key in m:
+            raise _fail(file, f"unknown key 'training.{key}': {hint}")
+    _check_keys(file, m, "training", _TRAINING_KEYS)
+    kw = {key: _training_value(file, key, v) for key, v in m.items() if key not in ("e0", "precision")}
+    e0 = _parse_e0(file, m["e0"], "training.e0", elements) if "e0" in m else "isolated"
+    try:
+        settings = TrainSettings(seed=seed, dtype=precision, **kw)
+    except ValueError as exc:
+        msg = str(exc)
+        raise _fail(file, msg if msg.startswith("training.") else f"training.{msg}") from None
+    return TrainingSpec(settings=settings, e0=e0)
+
+
+def _training_to_dict(spec: TrainingSpec) -> dict:
+    s = spec.settings
+    out: dict[str, Any] = {}
+    for key in _TRAINING_FIELDS:
+        v = getattr(s, key)
+        if key == "stage_two":
+            out[key] = None if v is None else {
+                f.name: (None if getattr(v, f.name) is None else float(getattr(v, f.name)))
+                for f in dataclasses.fields(v)
+            }
+        elif key == "weight_decay_patterns":
+            out[key] = [str(x) for x in v]
+        elif key == "config_type_weights":
+            out[key] = {
+                str(ct): ({str(k): float(x) for k, x in w.items()} if isinstance(w, Mapping) else float(w))
+                for ct, w in v.items()
+            }
+        elif v is None or isinstance(v, (bool, str)):
+            out[key] = v
+        elif isinstance(v, int):
+            out[key] = int(v)
+        else:
+            out[key] = float(v)
+    out["e0"] = spec.e0 if isinstance(spec.e0, str) else {str(k): float(v) for k, v in spec.e0.items()}
+    return out
 
 
 def _resolve_path(base_dir: str, p: str) -> str:
@@ -557,13 +1023,44 @@ def parse_train_config(raw: Any, file: str = "<config>", base_dir: Optional[str]
         known = model_types()
         close = difflib.get_close_matches(model_type, known, n=1, cutoff=0.6) if isinstance(model_type, str) else []
         hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise _fail(file, f"unknown model.type {_describe(model_type)}{hint}; known model types: {', '.join(known)}")
+        raise _fail(
+            file, f"model.type: unknown model type {_describe(model_type)}{hint}; known model types: {', '.join(known)}"
+        )
+    section = _MODEL_CONFIGS[model_type].section
+    other = "training" if section == "fit" else "fit"
+    if other in raw:
+        if section == "fit":
+            why = (f"model type '{model_type}' is fitted by linear least squares, configured by a 'fit:' section; "
+                   f"'training:' is for the neural models ({', '.join(MULTI_ACE_TYPES)})")
+        else:
+            why = (f"model type '{model_type}' is trained by gradient descent, configured by a 'training:' "
+                   "section (TrainSettings fields, e0, precision); 'fit:' is for linear_ace")
+        raise _fail(file, f"unexpected section '{other}': {why}")
     model_body = {k: v for k, v in model_raw.items() if k != "type"}
     spec = _MODEL_CONFIGS[model_type].parse(file, model_body)
     elements = tuple(getattr(spec, "elements", ()))
 
-    fit = _parse_fit(file, raw.get("fit"), elements)
+    fit, training = None, None
+    if section == "fit":
+        fit = _parse_fit(file, raw.get("fit"), elements)
+    else:
+        training_raw = _mapping(file, raw.get("training"), "training")
+        if "precision" in training_raw:
+            inner = _choice(file, training_raw["precision"], "training.precision", PRECISIONS)
+            if "precision" in raw and inner != precision:
+                raise _fail(
+                    file,
+                    f"precision is {precision} but training.precision is {inner}; give the precision once",
+                )
+            precision = inner
+        training = _parse_training(file, training_raw, elements, seed, precision)
     data = _parse_data(file, raw["data"], base_dir, check_paths)
+    if section == "training" and data.validation is None and data.validation_fraction <= 0:
+        raise _fail(
+            file,
+            f"data: model type '{model_type}' needs a validation set (for the best parameters and early "
+            "stopping): give data.validation (a file) or data.validation_fraction (e.g. 0.1)",
+        )
     return TrainConfig(
         seed=seed,
         precision=precision,
@@ -573,6 +1070,7 @@ def parse_train_config(raw: Any, file: str = "<config>", base_dir: Optional[str]
         data=data,
         model_type=model_type,
         source=None if file == "<config>" else file,
+        training=training,
     )
 
 
@@ -598,18 +1096,23 @@ def train_config_to_dict(cfg: TrainConfig) -> dict:
     """
     model = {"type": cfg.model_type}
     model.update(_MODEL_CONFIGS[cfg.model_type].to_dict(cfg.model))
-    f = cfg.fit
-    fit = {
-        "energy_weight": float(f.energy_weight),
-        "forces_weight": float(f.forces_weight),
-        "stress_weight": float(f.stress_weight),
-        "config_type_weights": {str(ct): {str(k): float(v) for k, v in w.items()} for ct, w in f.config_type_weights.items()},
-        "regulariser": f.regulariser,
-        "lam": float(f.lam),
-        "smoothness_p": float(f.smoothness_p),
-        "e0": f.e0 if isinstance(f.e0, str) else {str(k): float(v) for k, v in f.e0.items()},
-        "chunk_size": int(f.chunk_size),
-    }
+    if cfg.training is not None:
+        section = ("training", _training_to_dict(cfg.training))
+    else:
+        f = cfg.fit
+        section = ("fit", {
+            "energy_weight": float(f.energy_weight),
+            "forces_weight": float(f.forces_weight),
+            "stress_weight": float(f.stress_weight),
+            "config_type_weights": {
+                str(ct): {str(k): float(v) for k, v in w.items()} for ct, w in f.config_type_weights.items()
+            },
+            "regulariser": f.regulariser,
+            "lam": float(f.lam),
+            "smoothness_p": float(f.smoothness_p),
+            "e0": f.e0 if isinstance(f.e0, str) else {str(k): float(v) for k, v in f.e0.items()},
+            "chunk_size": int(f.chunk_size),
+        })
     d = cfg.data
     data: dict[str, Any] = {"train": d.train}
     if d.validation is not None:
@@ -627,7 +1130,7 @@ def train_config_to_dict(cfg: TrainConfig) -> dict:
         "output_dir": cfg.output_dir,
         "model": model,
         "data": data,
-        "fit": fit,
+        section[0]: section[1],
     }
 
 

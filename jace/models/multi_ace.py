@@ -268,6 +268,121 @@ class MultiACEModel:
         return cls(s, arrays["e0"], stats["scale"], stats["shift"], stats["avg_num_neighbors"], params, metadata)
 
 
+# ----------------------------------------------------------------------------------------------
+# Batched evaluation of a trained model
+# ----------------------------------------------------------------------------------------------
+
+
+def _ladder(x: int, minimum: int = 8) -> int:
+    """Smallest 2^k or 3·2^(k-1) ≥ x (and ≥ minimum): few distinct static sizes, so few compilations."""
+    v = minimum
+    while v < x:
+        v = v * 3 // 2 if (v & (v - 1)) == 0 else v * 4 // 3
+    return v
+
+
+def _periodic(config) -> bool:
+    return bool(np.any(config.pbc)) and config.volume > 1e-8
+
+
+def _groups(n: int, batch_size: int) -> list[list[int]]:
+    return [list(range(s, min(s + batch_size, n))) for s in range(0, n, batch_size)]
+
+
+def evaluate_many(model: "MultiACEModel", sets: Mapping[str, Any], batch_size: int = 16, min_bucket=None) -> dict:
+    """{name: (energies, forces, stresses)} for several sets of configurations, every batch of every set
+    padded to one bucket (sizes from a geometric ladder), so the lot costs one compilation of
+    ``model.predict_graph``. Energies in eV, forces [n_atoms, 3] eV/Å, stresses [3, 3] eV/Å³ (None for
+    a configuration that is not periodic; stress is only computed when some configuration is).
+
+    min_bucket: a ``Bucket`` to pad to at least (e.g. to share shapes with other calls).
+    """
+    from jace.data.graph import Bucket, batch_graphs, graphs_from_configurations, pad_graph
+
+    sets = {name: list(cs) for name, cs in sets.items()}
+    batch_size = max(1, int(batch_size))
+    plans = {}
+    max_nodes, max_edges, max_graphs = 1, 1, 1
+    for name, configs in sets.items():
+        graphs = graphs_from_configurations(configs, model.cutoff, model.species)
+        groups = _groups(len(configs), batch_size)
+        plans[name] = (configs, graphs, groups)
+        for g in groups:
+            max_nodes = max(max_nodes, sum(configs[k].n_atoms for k in g))
+            max_edges = max(max_edges, sum(int(graphs[k].n_edge[0]) for k in g))
+            max_graphs = max(max_graphs, len(g))
+    bucket = Bucket(_ladder(max_nodes + 1), _ladder(max_edges), _ladder(max_graphs + 1, 2))
+    if min_bucket is not None:
+        bucket = Bucket(max(bucket.n_node, min_bucket.n_node), max(bucket.n_edge, min_bucket.n_edge),
+                        max(bucket.n_graph, min_bucket.n_graph))
+    with_stress = any(_periodic(c) for cs in sets.values() for c in cs)
+    out: dict = {}
+    for name, (configs, graphs, groups) in plans.items():
+        n = len(configs)
+        energies, forces, stresses = [None] * n, [None] * n, [None] * n
+        for g in groups:
+            padded = pad_graph(batch_graphs([graphs[k] for k in g]), bucket)
+            pred = jax.device_get(model.predict_graph(padded, compute_stress=with_stress))
+            start = 0
+            for slot, k in enumerate(g):
+                n_k = configs[k].n_atoms
+                energies[k] = float(pred.energy[slot])
+                forces[k] = np.asarray(pred.forces[start : start + n_k], dtype=np.float64)
+                if with_stress and _periodic(configs[k]):
+                    stresses[k] = np.asarray(pred.stress[slot], dtype=np.float64)
+                start += n_k
+        out[name] = (energies, forces, stresses)
+    return out
+
+
+def evaluate(model: "MultiACEModel", configs, batch_size: int = 16):
+    """(energies, forces, stresses) of every configuration, in order; see :func:`evaluate_many`."""
+    return evaluate_many(model, {"set": configs}, batch_size)["set"]
+
+
+def _atoms_to_configs(images) -> list:
+    from jace.data.configuration import Configuration
+
+    return [
+        Configuration(
+            positions=np.asarray(a.get_positions(), dtype=np.float64),
+            numbers=np.asarray(a.numbers),
+            cell=np.asarray(a.cell[:], dtype=np.float64),
+            pbc=np.asarray(a.pbc, dtype=bool),
+            source=f"image {k}",
+        )
+        for k, a in enumerate(images)
+    ]
+
+
+def energy_forces_fn(model: "MultiACEModel", image_sets=None):
+    """``energy_forces(list_of_atoms) -> (energies [n] eV, [forces [n_atoms, 3] eV/Å])`` of a trained
+    model, for :mod:`jace.diagnostics.smoothness`: all images of a call in one padded batch.
+
+    image_sets: lists of images the function will be called with (e.g. every scan); the batch is then
+    padded to one bucket that fits each of them, so all those calls share one compilation.
+    """
+    from jace.data.graph import Bucket, graphs_from_configurations
+
+    common = None
+    if image_sets:
+        nodes, edges, n_graph = 1, 1, 1
+        for images in image_sets:
+            configs = _atoms_to_configs(images)
+            graphs = graphs_from_configurations(configs, model.cutoff, model.species)
+            nodes = max(nodes, sum(c.n_atoms for c in configs))
+            edges = max(edges, sum(int(g.n_edge[0]) for g in graphs))
+            n_graph = max(n_graph, len(configs))
+        common = Bucket(_ladder(nodes + 1), _ladder(edges), _ladder(n_graph + 1, 2))
+
+    def energy_forces(images):
+        configs = _atoms_to_configs(images)
+        energies, forces, _ = evaluate_many(model, {"images": configs}, max(len(configs), 1), common)["images"]
+        return np.asarray(energies, dtype=np.float64), forces
+
+    return energy_forces
+
+
 def spec_to_dict(spec: MultiACESpec) -> dict:
     d = dataclasses.asdict(spec)
     d["radial"] = dataclasses.asdict(spec.radial)
