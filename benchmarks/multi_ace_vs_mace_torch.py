@@ -212,7 +212,7 @@ def main(argv=None):
             records.append({"case": case, "dtype": dtype, "jace": rj, "mace_torch": rt, "time_ratio_jace_over_torch": ratio})
             msg = (f"{case:8s} {dtype}: jace " + (f"{rj['steps_per_s']:.2f} steps/s" if key else f"{1e3 * rj['model']['median_s']:.1f} ms"))
             if rt is not None:
-                msg += f", torch " + (f"{rt['steps_per_s']:.2f} steps/s" if key else f"{1e3 * rt['model']['median_s']:.1f} ms")
+                msg += ", torch " + (f"{rt['steps_per_s']:.2f} steps/s" if key else f"{1e3 * rt['model']['median_s']:.1f} ms")
                 msg += f", time ratio jace/torch {ratio:.2f}"
             print(msg, flush=True)
     os.unlink(hp_path.name)
