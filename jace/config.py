@@ -971,29 +971,36 @@ def _yaml_loader():
     return _StrictLoader
 
 
-def _read_yaml(path: str) -> Any:
+def read_strict_yaml(path: str, error: type = None, what: str = "config file") -> Any:
+    """Load a YAML file with duplicate keys refused; every failure is ``error`` (default ConfigError)
+    with a message that starts with the path (and gives line and column for syntax errors)."""
     import yaml
 
+    error = ConfigError if error is None else error
     try:
         with open(path, encoding="utf-8") as fh:
             text = fh.read()
     except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
+        raise error(f"{path}: {what} not found") from None
     except IsADirectoryError:
-        raise ConfigError(f"{path}: is a directory, not a config file") from None
+        raise error(f"{path}: is a directory, not a {what}") from None
     except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not a text (UTF-8) file") from None
+        raise error(f"{path}: not a text (UTF-8) file") from None
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config file: {exc.strerror or exc}") from None
+        raise error(f"{path}: cannot read {what}: {exc.strerror or exc}") from None
     try:
         return yaml.load(text, Loader=_yaml_loader())
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        what = exc.problem or exc.context or "syntax error"
-        raise ConfigError(f"{path}: invalid YAML{where}: {what}") from None
+        problem = exc.problem or exc.context or "syntax error"
+        raise error(f"{path}: invalid YAML{where}: {problem}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+        raise error(f"{path}: invalid YAML: {exc}") from None
+
+
+def _read_yaml(path: str) -> Any:
+    return read_strict_yaml(path)
 
 
 def parse_train_config(raw: Any, file: str = "<config>", base_dir: Optional[str] = None, check_paths: bool = True) -> TrainConfig:

@@ -264,45 +264,9 @@ def _describe(value: Any) -> str:
 
 
 def _read_yaml(path: str, what: str) -> Any:
-    import yaml
+    from jace.config import read_strict_yaml
 
-    class _StrictLoader(yaml.SafeLoader):
-        """SafeLoader that refuses duplicate keys."""
-
-    def construct_mapping(loader, node, deep=False):
-        loader.flatten_mapping(node)
-        out = {}
-        for key_node, value_node in node.value:
-            key = loader.construct_object(key_node, deep=deep)
-            try:
-                hash(key)
-            except TypeError:
-                raise yaml.constructor.ConstructorError(None, None, "found an unhashable key", key_node.start_mark) from None
-            if key in out:
-                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
-            out[key] = loader.construct_object(value_node, deep=deep)
-        return out
-
-    _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
-    try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-    except FileNotFoundError:
-        raise SweepError(f"{path}: {what} not found") from None
-    except IsADirectoryError:
-        raise SweepError(f"{path}: is a directory, not a {what}") from None
-    except UnicodeDecodeError:
-        raise SweepError(f"{path}: not a text (UTF-8) file") from None
-    except OSError as exc:
-        raise SweepError(f"{path}: cannot read {what}: {exc.strerror or exc}") from None
-    try:
-        return yaml.load(text, Loader=_StrictLoader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        raise SweepError(f"{path}: invalid YAML{where}: {exc.problem or exc.context or 'syntax error'}") from None
-    except yaml.YAMLError as exc:
-        raise SweepError(f"{path}: invalid YAML: {exc}") from None
+    return read_strict_yaml(path, SweepError, what)
 
 
 def _check_keys(file: str, mapping: Mapping, prefix: str, allowed) -> None:
