@@ -156,7 +156,6 @@ def run_training(cfg, log: Callable[[str], None] = _log, resume: bool = False, p
 
     from jace.config import write_train_config
     from jace.models.io import save_model
-    from jace.training.metrics import format_metrics_table, write_metrics_json
     from jace.training.pipeline import read_datasets
 
     out_dir = os.path.abspath(cfg.output_dir)
@@ -184,16 +183,23 @@ def run_training(cfg, log: Callable[[str], None] = _log, resume: bool = False, p
     for name, cs in [("train", train), ("validation", validation)] + list(tests.items()):
         if cs:
             metrics[name] = _set_metrics(cs, _evaluate(model, cs, batch_size=16))
+    _report(metrics, info, out_dir, model_path, time.perf_counter() - t2, log)
+    return metrics
+
+
+def _report(metrics: dict, info: dict, out_dir: str, model_path: str, eval_seconds: float, log) -> None:
+    """Write metrics.json (with the fit/training info) and print the metrics table and output paths."""
+    from jace.training.metrics import format_metrics_table, write_metrics_json
+
     metrics["fit"] = info
     write_metrics_json(os.path.join(out_dir, "metrics.json"), metrics)
-    log(f"evaluation: {time.perf_counter() - t2:.1f} s")
+    log(f"evaluation: {eval_seconds:.1f} s")
     log("")
     log(format_metrics_table({k: v for k, v in metrics.items() if k != "fit"}))
     log("")
     log(f"model:   {model_path}")
     log(f"config:  {os.path.join(out_dir, 'config.yaml')}")
     log(f"metrics: {os.path.join(out_dir, 'metrics.json')}")
-    return metrics
 
 
 def _run_neural_training(cfg, log: Callable[[str], None], resume: bool, progress: bool) -> dict:
@@ -203,7 +209,6 @@ def _run_neural_training(cfg, log: Callable[[str], None], resume: bool, progress
     from jace.models.io import save_model
     from jace.training.checkpoint import CheckpointError
     from jace.training.loop import TrainingError
-    from jace.training.metrics import format_metrics_table, write_metrics_json
     from jace.training.pipeline import evaluate_sets, has_checkpoint, read_datasets, train_multi_ace
 
     out_dir = os.path.abspath(cfg.output_dir)
@@ -238,15 +243,7 @@ def _run_neural_training(cfg, log: Callable[[str], None], resume: bool, progress
     t2 = time.perf_counter()
     sets = {"train": data.train, "validation": data.validation, **data.tests}
     metrics = evaluate_sets(model, sets, batch_size=cfg.training.settings.valid_batch_size)
-    metrics["fit"] = info
-    write_metrics_json(os.path.join(out_dir, "metrics.json"), metrics)
-    log(f"evaluation: {time.perf_counter() - t2:.1f} s")
-    log("")
-    log(format_metrics_table({k: v for k, v in metrics.items() if k != "fit"}))
-    log("")
-    log(f"model:   {model_path}")
-    log(f"config:  {os.path.join(out_dir, 'config.yaml')}")
-    log(f"metrics: {os.path.join(out_dir, 'metrics.json')}")
+    _report(metrics, info, out_dir, model_path, time.perf_counter() - t2, log)
     log(f"log:     {os.path.join(out_dir, 'train.log')}")
     return metrics
 

@@ -450,3 +450,15 @@ def test_data_parallel_step_equals_single_device_step():
     trainer = out["trainer"]
     assert trainer["steps"] == 6 and trainer["compilations"] == 1
     assert trainer["valid_loss"][-1] < trainer["valid_loss"][0]
+
+
+
+def test_weight_decay_patterns_matching_nothing_are_an_error():
+    """Weight decay that would decay no parameter is refused, naming the patterns and real paths;
+    the default patterns match the multi-ACE layer's weights."""
+    params = {"params": {"layer_0": {"linear_up": {"w": jnp.ones((2, 3))}, "radial": {"w0": jnp.ones(3)}}}}
+    opt = make_optimizer("adamw", weight_decay=1e-3, weight_decay_patterns=("no_such_layer",))
+    with pytest.raises(ValueError, match=r"\['no_such_layer'\] match no parameter.*layer_0"):
+        opt.init(params)
+    mask = weight_decay_mask(params, TrainSettings().weight_decay_patterns)
+    assert mask["params"]["layer_0"]["linear_up"]["w"] and not mask["params"]["layer_0"]["radial"]["w0"]

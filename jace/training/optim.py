@@ -59,6 +59,9 @@ __all__ = [
 ]
 
 OPTIMIZERS = ("adam", "amsgrad", "adamw")
+# Decayed by default (as MACE decays its interaction and product weights): the multi-ACE layer's
+# linear maps and product weights, and Flax Dense kernels of other models.
+DEFAULT_WEIGHT_DECAY_PATTERNS = ("linear_up", "linear_A", "linear_update", "self_connection", "product", "kernel")
 SCHEDULES = ("constant", "exponential", "cosine", "plateau")
 
 
@@ -85,6 +88,20 @@ def weight_decay_mask(params, patterns: Sequence[str]):
     )
 
 
+def checked_weight_decay_mask(params, patterns: Sequence[str]):
+    """``weight_decay_mask`` that refuses a mask selecting nothing: weight decay that silently decays
+    no parameter is a configuration mistake (a pattern that does not fit the model's names)."""
+    mask = weight_decay_mask(params, patterns)
+    if not any(jax.tree_util.tree_leaves(mask)):
+        paths = sorted({param_path(p) for p, _ in jax.tree_util.tree_leaves_with_path(params)})
+        shown = ", ".join(paths[:8]) + (", ..." if len(paths) > 8 else "")
+        raise ValueError(
+            f"training.weight_decay_patterns {list(patterns)} match no parameter of this model, so the weight "
+            f"decay would do nothing; parameter paths look like: {shown}"
+        )
+    return mask
+
+
 def make_optimizer(
     name: str = "adam",
     *,
@@ -93,7 +110,7 @@ def make_optimizer(
     b2: float = 0.999,
     eps: float = 1e-8,
     weight_decay: float = 0.0,
-    weight_decay_patterns: Sequence[str] = ("kernel",),
+    weight_decay_patterns: Sequence[str] = DEFAULT_WEIGHT_DECAY_PATTERNS,
     clip_norm: Optional[float] = None,
     dtype=jnp.float64,
 ) -> optax.GradientTransformation:
@@ -115,7 +132,7 @@ def make_optimizer(
     patterns = tuple(weight_decay_patterns)
 
     def mask(params):
-        return weight_decay_mask(params, patterns)
+        return checked_weight_decay_mask(params, patterns)
 
     def chain(learning_rate):
         parts = []

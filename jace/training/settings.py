@@ -8,7 +8,7 @@ from typing import Any, Mapping, Optional
 import numpy as np
 
 from jace.training.loss import LOSS_KINDS, LossWeights
-from jace.training.optim import OPTIMIZERS, SCHEDULES, StageTwo
+from jace.training.optim import DEFAULT_WEIGHT_DECAY_PATTERNS, OPTIMIZERS, SCHEDULES, StageTwo
 
 __all__ = ["TrainSettings", "config_type_multipliers"]
 
@@ -68,7 +68,7 @@ class TrainSettings:
     plateau_threshold: float = 1e-4
     plateau_min_factor: float = 1e-3
     weight_decay: float = 0.0
-    weight_decay_patterns: tuple[str, ...] = ("kernel",)
+    weight_decay_patterns: tuple[str, ...] = DEFAULT_WEIGHT_DECAY_PATTERNS
     clip_norm: Optional[float] = 10.0
     ema_decay: Optional[float] = 0.99
     loss: str = "squared"
