@@ -163,13 +163,19 @@ def test_padding_and_batching_leave_results_unchanged(model):
     assert np.all(np.asarray(other.energy[len(configs) :]) == 0)
 
 
-def test_isolated_atom_gets_e0_and_zero_force(model):
-    cfg = Configuration(np.zeros((1, 3)), np.array([79]), np.zeros((3, 3)), [False] * 3)
-    out = _predict(model, [cfg])
-    e = float(out.energy[0])
-    # no neighbours: the learned part is whatever the readouts make of the bare embedding
-    assert np.isfinite(e)
+def test_isolated_atom_has_a_position_independent_energy_and_zero_force(model):
+    """Without neighbours a site energy is E0 + shift + scale · readout(embedding): finite, the same
+    wherever the atom is, no force, and for the E0-normalised `ace` exactly E0 (its learned part is
+    a product of neighbour densities, all zero)."""
+    out = _predict(model, [
+        Configuration(np.zeros((1, 3)), np.array([79]), np.zeros((3, 3)), [False] * 3),
+        Configuration(np.array([[3.0, -1.0, 7.0]]), np.array([79]), np.zeros((3, 3)), [False] * 3),
+    ])
+    e = np.asarray(out.energy[:2])
+    assert np.all(np.isfinite(e)) and abs(e[0] - e[1]) < 1e-12
     assert np.all(np.asarray(out.forces) == 0)
+    if model.spec.normalisation == "e0":
+        assert abs(e[0] - model.e0[1]) < 1e-12
 
 
 def test_parameter_gradients_are_finite_with_padding(model):
