@@ -137,27 +137,19 @@ class MultiACENetwork(nn.Module):
 
 
 def _flatten(params, prefix="params") -> dict[str, np.ndarray]:
-    out = {}
-    for k, v in params.items():
-        key = f"{prefix}/{k}"
-        if isinstance(v, Mapping):
-            out.update(_flatten(v, key))
-        else:
-            out[key] = np.asarray(v)
-    return out
+    """Parameter pytree → {"params/layer_0/radial/w0": array} for the model file."""
+    from flax.traverse_util import flatten_dict
+
+    return {f"{prefix}/{k}": np.asarray(v) for k, v in flatten_dict(params, sep="/").items()}
 
 
 def _unflatten(arrays: Mapping[str, np.ndarray], prefix="params") -> dict:
-    tree: dict = {}
-    for key, v in arrays.items():
-        if not key.startswith(prefix + "/"):
-            continue
-        node = tree
-        parts = key[len(prefix) + 1 :].split("/")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-        node[parts[-1]] = jnp.asarray(v)
-    return tree
+    """Inverse of ``_flatten`` (other entries of ``arrays``, such as "e0", are ignored)."""
+    from flax.traverse_util import unflatten_dict
+
+    n = len(prefix) + 1
+    flat = {k[n:]: jnp.asarray(v) for k, v in arrays.items() if k.startswith(prefix + "/")}
+    return unflatten_dict(flat, sep="/")
 
 
 class MultiACEModel:
