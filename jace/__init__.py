@@ -5,7 +5,8 @@ The public API, importable from the top level (loaded lazily, so ``import jace``
   Data:     Configuration, read_configurations, write_configurations, make_emt_splits, SpeciesMap,
             graphs_from_configurations, iterate_batches
   Design:   LinearACESpec, RadialSpec, FitSpec, DataKeys
-  Models:   fit_linear_ace, evaluate, LinearACEModel, predict (site energies → energy, forces, stress)
+  Models:   fit_linear_ace, evaluate, LinearACEModel, predict (site energies → energy, forces, stress),
+            Potential, as_potential (any model or model file as pure functions + parameters)
   Files:    save_model, load_model
   Metrics:  compute_metrics
 """
@@ -32,6 +33,8 @@ _EXPORTS = {
     "evaluate": "jace.models.linear_ace",
     "LinearACEModel": "jace.models.linear_ace",
     "predict": "jace.models.potential",
+    "Potential": "jace.models.potential",
+    "as_potential": "jace.models.potential",
     "save_model": "jace.models.io",
     "load_model": "jace.models.io",
     "compute_metrics": "jace.training.metrics",

@@ -77,3 +77,67 @@ def predict(site_energy_fn: SiteEnergyFn, params, graph: jraph.GraphsTuple, comp
     else:
         stress = virial = jnp.zeros((n_graph, 3, 3), dtype=positions.dtype)
     return Predictions(energy, forces, stress, virial, e_site)
+
+
+# --------------------------------------------------------------------------------------------------
+# A model as pure functions plus parameters
+# --------------------------------------------------------------------------------------------------
+
+
+def cast_params(params, dtype):
+    """``params`` with every floating-point leaf cast to ``dtype`` (integer leaves untouched)."""
+    dtype = jnp.dtype(dtype)
+
+    def cast(x):
+        x = jnp.asarray(x)
+        return x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x
+
+    return jax.tree_util.tree_map(cast, params)
+
+
+class Potential(NamedTuple):
+    """Any jace model as pure functions plus its parameters, for research scripts.
+
+    ``site_energy_fn(params, graph) -> [n_nodes]`` eV is a pure function: jit, vmap and grad it freely
+    (with respect to positions, cell or parameters). ``energy`` and ``predict`` are built on it.
+
+    Fields:
+      site_energy_fn: the model's site energies (E0 included), eV.
+      params: its parameters (a pytree of arrays).
+      cutoff: the radial cutoff, Å; a graph must hold every pair closer than this.
+      species: the model's ``SpeciesMap`` (element order of ``graph.nodes["species"]``).
+      model: the model object it came from (for saving, metadata, …).
+    """
+
+    site_energy_fn: SiteEnergyFn
+    params: object
+    cutoff: float
+    species: object
+    model: object
+
+    def energy(self, params, graph: jraph.GraphsTuple) -> jnp.ndarray:
+        """[n_graphs] total energies, eV (zero for padding graphs)."""
+        return total_energies(self.site_energy_fn, params, graph)[0]
+
+    def predict(self, params, graph: jraph.GraphsTuple, compute_stress: bool = True) -> Predictions:
+        """Energy, forces, stress, virial and site energies; see :func:`predict`."""
+        return predict(self.site_energy_fn, params, graph, compute_stress)
+
+    def with_dtype(self, dtype) -> "Potential":
+        """The same potential with floating-point parameters cast to ``dtype`` (float32 or float64)."""
+        return self._replace(params=cast_params(self.params, dtype))
+
+
+def as_potential(model_or_path) -> Potential:
+    """A :class:`Potential` from a model object (linear ACE, multi-ACE, …) or a saved model file."""
+    import os
+
+    model = model_or_path
+    if isinstance(model_or_path, (str, os.PathLike)):
+        from jace.models.io import load_model
+
+        model = load_model(model_or_path)
+    params = getattr(model, "params", None)
+    if params is None:
+        raise ValueError(f"{type(model).__name__} has no parameters yet: train it or call init first")
+    return Potential(model.site_energy_fn, params, float(model.cutoff), model.species, model)
