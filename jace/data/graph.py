@@ -235,7 +235,8 @@ def edge_vectors(positions: jnp.ndarray, cell: jnp.ndarray, graph: jraph.GraphsT
       cell: [n_graphs, 3, 3] Å, lattice vectors as rows.
       graph: supplies senders (j), receivers (i), edges["shifts"] S [n_edges, 3] and the edge → graph map.
     """
-    shifts = graph.edges["shifts"].astype(positions.dtype)
+    positions, cell = jnp.asarray(positions), jnp.asarray(cell)  # a closed-over numpy graph works under jit
+    shifts = jnp.asarray(graph.edges["shifts"]).astype(positions.dtype)
     offsets = jnp.einsum("ea,eab->eb", shifts, cell[edge_graph_index(graph)])
     return positions[graph.senders] - positions[graph.receivers] + offsets
 

@@ -9,6 +9,8 @@ All functions are pure and jit/vmap-able; weights are explicit arguments.
 
 from __future__ import annotations
 
+import math
+
 import functools
 
 import jax
@@ -47,7 +49,7 @@ def linear(x: jnp.ndarray, w: jnp.ndarray) -> jnp.ndarray:
     Args: x [n, (L+1)², K]; w [L+1, K, K'] (one matrix per l: equivariant by Schur's lemma).
     Returns [n, (L+1)², K'].
     """
-    norm = 1.0 / np.sqrt(x.shape[2])
+    norm = 1.0 / math.sqrt(x.shape[2])
     parts = [block(x, l) @ w[l] for l in range(w.shape[0])]
     return jnp.concatenate(parts, axis=1) * norm
 
@@ -62,7 +64,7 @@ def linear_element(x: jnp.ndarray, w: jnp.ndarray, one_hot: jnp.ndarray) -> jnp.
     n_z, l1, k_in, k_out = w.shape
     xz = (x[:, :, None, :] * one_hot[:, None, :, None]).reshape(x.shape[0], x.shape[1], n_z * k_in)
     wz = w.reshape(n_z, l1, k_in, k_out).transpose(1, 0, 2, 3).reshape(l1, n_z * k_in, k_out)
-    return linear(xz, wz) * np.sqrt(n_z)
+    return linear(xz, wz) * math.sqrt(n_z)
 
 
 @functools.lru_cache(maxsize=None)
@@ -157,7 +159,7 @@ def mix_paths(x: jnp.ndarray, w: list, counts: tuple[int, ...]) -> jnp.ndarray:
             parts.append(jnp.zeros((n, d, k_out), x.dtype))
             continue
         xb = x[:, col : col + n_p * d].reshape(n, n_p, d, k).transpose(0, 2, 1, 3).reshape(n, d, n_p * k)
-        parts.append(xb @ w[l3] / np.sqrt(k * n_p))
+        parts.append(xb @ w[l3] / math.sqrt(k * n_p))
         col += n_p * d
     return jnp.concatenate(parts, axis=1)
 

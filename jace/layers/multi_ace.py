@@ -10,6 +10,8 @@ Shapes: n nodes, e edges, K channels, Z elements, features [n, (L+1)², K] (see 
 
 from __future__ import annotations
 
+import math
+
 import functools
 from typing import Optional
 
@@ -57,9 +59,9 @@ class RadialMLP(nn.Module):
         x = g
         for i, width in enumerate(self.hidden):
             w = self.param(f"w{i}", _normal, (x.shape[-1], width), g.dtype)
-            x = eq.normalized_silu(x @ w / np.sqrt(x.shape[-1]))
+            x = eq.normalized_silu(x @ w / math.sqrt(x.shape[-1]))
         w = self.param("w_out", _normal, (x.shape[-1], self.n_out), g.dtype)
-        return x @ w / np.sqrt(x.shape[-1])
+        return x @ w / math.sqrt(x.shape[-1])
 
 
 class PairMixing(nn.Module):
@@ -86,9 +88,9 @@ class Readout(nn.Module):
     def __call__(self, s: jnp.ndarray) -> jnp.ndarray:
         if self.kind == "mlp":
             w1 = self.param("w1", _normal, (s.shape[-1], self.hidden), s.dtype)
-            s = eq.normalized_silu(s @ w1 / np.sqrt(s.shape[-1]))
+            s = eq.normalized_silu(s @ w1 / math.sqrt(s.shape[-1]))
         w = self.param("w", _normal, (s.shape[-1],), s.dtype)
-        return s @ w / np.sqrt(s.shape[-1])
+        return s @ w / math.sqrt(s.shape[-1])
 
 
 @functools.lru_cache(maxsize=64)
@@ -146,7 +148,7 @@ class ProductMessage(nn.Module):
             else:
                 m = jnp.einsum("neM,nek->nMk", b, wn)
             feats.append(b)
-            parts.append(m / np.sqrt(max(n_eta, 1)))
+            parts.append(m / math.sqrt(max(n_eta, 1)))
         return jnp.concatenate(parts, axis=1), feats
 
 
@@ -229,7 +231,7 @@ class MultiACELayer(nn.Module):
         if s.nonlinearity == "gate":
             if l_out > 0:
                 w_g = self.param("w_gates", _normal, (m.shape[2], l_out * s.channels), h.dtype)
-                gates = (m[:, 0, :] @ w_g / np.sqrt(m.shape[2])).reshape(n, l_out, s.channels)
+                gates = (m[:, 0, :] @ w_g / math.sqrt(m.shape[2])).reshape(n, l_out, s.channels)
             else:
                 gates = jnp.zeros((n, 0, s.channels), h.dtype)
             h_new = eq.gate(h_new, gates)
