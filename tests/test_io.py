@@ -414,3 +414,27 @@ def test_synthetic_splits_are_disjoint():
     train2, test2 = make_emt_splits(n_train=10, n_test=5, seed=1)
     assert [c.source for c in test2] == [c.source for c in test]
     assert [c.energy for c in train2] == [c.energy for c in train]
+
+
+def test_molecule_md_dataset_is_emt_labelled_and_hotter_is_wider():
+    from ase import Atoms
+    from ase.calculators.emt import EMT
+
+    from jace.data.synthetic import make_molecule_md_dataset
+
+    cold = make_molecule_md_dataset("CH3COCH3", n_configs=12, temperature=100.0, seed=0, stride=10)
+    hot = make_molecule_md_dataset("CH3COCH3", n_configs=12, temperature=1200.0, seed=0, stride=10)
+    assert len(cold) == 12 and all(c.config_type == "md_100K" and not c.pbc.any() for c in cold)
+    assert sorted(set(cold[0].numbers.tolist())) == [1, 6, 8]
+    for c in cold[::4]:
+        atoms = Atoms(numbers=c.numbers, positions=c.positions, pbc=False)
+        atoms.calc = EMT()
+        assert c.energy == pytest.approx(atoms.get_potential_energy(), abs=1e-10)
+        np.testing.assert_allclose(c.forces, atoms.get_forces(), atol=1e-10)
+    # frames differ, and a hotter run explores a wider energy range
+    assert len({round(c.energy, 8) for c in cold}) == 12
+    assert np.std([c.energy for c in hot]) > np.std([c.energy for c in cold])
+    again = make_molecule_md_dataset("CH3COCH3", n_configs=3, temperature=100.0, seed=0, stride=10)
+    np.testing.assert_array_equal(again[2].positions, cold[2].positions)
+    with pytest.raises(ValueError, match="does not know the molecule"):
+        make_molecule_md_dataset("not-a-molecule", n_configs=1)

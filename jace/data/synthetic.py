@@ -18,7 +18,7 @@ import numpy as np
 
 from jace.data.configuration import Configuration
 
-__all__ = ["EMT_LATTICE_CONSTANTS", "make_emt_dataset", "make_emt_splits", "emt_isolated_atoms"]
+__all__ = ["EMT_LATTICE_CONSTANTS", "make_emt_dataset", "make_emt_splits", "emt_isolated_atoms", "make_molecule_md_dataset"]
 
 K_B = 8.617333262e-5  # eV/K
 
@@ -157,3 +157,65 @@ def make_emt_splits(
     train = [bulk_configs[k] for k in sorted(order[:n_train])]
     test = [bulk_configs[k] for k in sorted(order[n_train:])]
     return isolated + train, test
+
+
+def make_molecule_md_dataset(
+    name: str = "CH3COCH3",
+    n_configs: int = 100,
+    temperature: float = 300.0,
+    seed: int = 0,
+    stride: int = 20,
+    timestep_fs: float = 0.5,
+) -> list[Configuration]:
+    """EMT-labelled frames of a small molecule from Langevin molecular dynamics (a toy molecular dataset).
+
+    The molecule (any name ``ase.build.molecule`` knows; EMT has parameters for H, C, N, O among the
+    light elements, so acetone ``CH3COCH3`` by default) is relaxed with EMT, then run at
+    ``temperature`` K (Langevin, friction 0.02 fs⁻¹, ``timestep_fs``) after a warm-up of 10 × stride
+    steps; every ``stride``-th step is kept. EMT is a crude model of molecules: the data set only
+    stands in for DFT molecular dynamics (such as acetylacetone's) where none is available.
+
+    Returns ``n_configs`` configurations (energy eV, forces eV/Å; not periodic), config_type
+    ``md_<T>K``. Deterministic for a given seed.
+    """
+    from ase import units
+    from ase.build import molecule
+    from ase.calculators.emt import EMT
+    from ase.md.langevin import Langevin
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+    from ase.optimize import BFGS
+
+    if n_configs < 0 or stride < 1:
+        raise ValueError(f"n_configs must be >= 0 and stride >= 1, got {n_configs} and {stride}")
+    try:
+        atoms = molecule(name)
+    except KeyError:
+        raise ValueError(f"ase.build.molecule does not know the molecule {name!r}") from None
+    bad = sorted({s for s in atoms.get_chemical_symbols() if s not in ("H", "C", "N", "O", *EMT_LATTICE_CONSTANTS)})
+    if bad:
+        raise ValueError(f"EMT has no parameters for {', '.join(bad)} (molecule {name!r})")
+    atoms.center(vacuum=5.0)
+    atoms.pbc = False
+    atoms.calc = EMT()
+    BFGS(atoms, logfile=None).run(fmax=0.01, steps=500)
+    rng = np.random.default_rng(seed)
+    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=rng)
+    dyn = Langevin(atoms, timestep_fs * units.fs, temperature_K=temperature, friction=0.02 / units.fs, rng=rng, fixcm=False)
+    dyn.run(10 * stride)
+    configs = []
+    for k in range(n_configs):
+        dyn.run(stride)
+        energy, forces, _ = _emt_labels(atoms.copy())
+        configs.append(
+            Configuration(
+                positions=atoms.positions.copy(),
+                numbers=atoms.numbers.copy(),
+                cell=np.zeros((3, 3)),
+                pbc=np.zeros(3, dtype=bool),
+                energy=energy,
+                forces=forces,
+                config_type=f"md_{temperature:g}K",
+                source=f"emt:{name}:T{temperature:g}:seed{seed}:{k}",
+            )
+        )
+    return configs
