@@ -182,8 +182,12 @@ def make_molecule_md_dataset(
     from ase.build import molecule
     from ase.calculators.emt import EMT
     from ase.md.langevin import Langevin
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
     from ase.optimize import BFGS
+
+    try:  # ase >= 3.28
+        from ase.md.velocitydistribution import thermalize_momenta
+    except ImportError:
+        from ase.md.velocitydistribution import MaxwellBoltzmannDistribution as thermalize_momenta
 
     if n_configs < 0 or stride < 1:
         raise ValueError(f"n_configs must be >= 0 and stride >= 1, got {n_configs} and {stride}")
@@ -199,7 +203,7 @@ def make_molecule_md_dataset(
     atoms.calc = EMT()
     BFGS(atoms, logfile=None).run(fmax=0.01, steps=500)
     rng = np.random.default_rng(seed)
-    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=rng)
+    thermalize_momenta(atoms, temperature_K=temperature, rng=rng)
     dyn = Langevin(atoms, timestep_fs * units.fs, temperature_K=temperature, friction=0.02 / units.fs, rng=rng, fixcm=False)
     dyn.run(10 * stride)
     configs = []
