@@ -7,8 +7,10 @@ The public API, importable from the top level (loaded lazily, so ``import jace``
   Design:   LinearACESpec, RadialSpec, FitSpec, DataKeys
   Models:   fit_linear_ace, evaluate, LinearACEModel, predict (site energies → energy, forces, stress),
             Potential, as_potential (any model or model file as pure functions + parameters)
+  GRACE:    GraceSpec, GraceModel, grace_preset (graph ACE: grace-1l, grace-2l, fs-ace)
   Files:    save_model, load_model
   Metrics:  compute_metrics
+  ASE:      JaceCalculator (ASE calculator), hessian, vibrations, gamma_phonons (second derivatives)
 """
 
 from __future__ import annotations
@@ -35,9 +37,16 @@ _EXPORTS = {
     "predict": "jace.models.potential",
     "Potential": "jace.models.potential",
     "as_potential": "jace.models.potential",
+    "GraceSpec": "jace.models.grace",
+    "GraceModel": "jace.models.grace",
+    "grace_preset": "jace.models.grace",
     "save_model": "jace.models.io",
     "load_model": "jace.models.io",
     "compute_metrics": "jace.training.metrics",
+    "JaceCalculator": "jace.interfaces.ase_calculator",
+    "hessian": "jace.interfaces.hessian",
+    "vibrations": "jace.interfaces.hessian",
+    "gamma_phonons": "jace.interfaces.hessian",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -4,9 +4,13 @@ JAX and the model code are imported inside the commands, after the precision is 
 ``jace --help`` is fast and ``jax_enable_x64`` is decided before any array exists.
 
 ``jace train CONFIG.yaml`` fits linear ACE (``fit:``) or trains a neural model (``training:``; ace,
-nequip, botnet, mace, multi_ace) into ``output_dir``: model.jace, config.yaml, metrics.json (train,
+nequip, botnet, mace, multi_ace, and the graph-ACE grace-1l, grace-2l, fs-ace, grace) into
+``output_dir``: model.jace, config.yaml, metrics.json (train,
 validation and test sets, same keys for every model type) and, for the neural models, the trainer's
 train.log, metrics.csv, checkpoints/ and plots. ``--resume`` continues a stopped neural run.
+With ``training.committee`` the neural model is a committee trained in one vmapped program
+(``jace.training.committee``): model.jace holds every member, and metrics.json adds the committee's
+uncertainty statistics; ``jace eval`` reports them too and ``--predictions`` writes the spreads.
 ``jace ablate SWEEP.yaml`` trains every design point of a sweep (``jace.diagnostics.ablation``).
 """
 
@@ -82,6 +86,7 @@ def set_precision(precision: str) -> None:
 _MODEL_FUNCTIONS = {
     "linear_ace": ("jace.models.linear_ace", "fit_linear_ace", "evaluate"),
     "multi_ace": ("jace.models.multi_ace", None, "evaluate"),
+    "grace": ("jace.models.grace", None, "evaluate"),
 }
 
 
@@ -225,9 +230,16 @@ def _run_neural_training(cfg, log: Callable[[str], None], resume: bool, progress
     data = read_datasets(cfg)
     log(f"data: {data.summary()} ({time.perf_counter() - t0:.1f} s)")
 
+    committee = getattr(cfg.training, "committee", None)
     try:
         with echo_training_log(log):
-            model, result, info = train_multi_ace(cfg, data, out_dir, resume=resume, progress=progress, log=log)
+            if committee is not None:
+                from jace.training.committee import train_multi_ace_committee
+
+                model, result, info = train_multi_ace_committee(cfg, data, out_dir, resume=resume,
+                                                                progress=progress, log=log)
+            else:
+                model, result, info = train_multi_ace(cfg, data, out_dir, resume=resume, progress=progress, log=log)
     except TrainingError as exc:  # the message says where the last good checkpoint is
         raise CommandError(f"{cfg.source or 'training'}: {exc}") from None
     except CheckpointError as exc:
@@ -242,7 +254,12 @@ def _run_neural_training(cfg, log: Callable[[str], None], resume: bool, progress
 
     t2 = time.perf_counter()
     sets = {"train": data.train, "validation": data.validation, **data.tests}
-    metrics = evaluate_sets(model, sets, batch_size=cfg.training.settings.valid_batch_size)
+    if committee is not None:
+        from jace.training.committee import evaluate_committee_sets
+
+        metrics = evaluate_committee_sets(model, sets, batch_size=cfg.training.settings.valid_batch_size)
+    else:
+        metrics = evaluate_sets(model, sets, batch_size=cfg.training.settings.valid_batch_size)
     _report(metrics, info, out_dir, model_path, time.perf_counter() - t2, log)
     log(f"log:     {os.path.join(out_dir, 'train.log')}")
     return metrics
@@ -314,16 +331,33 @@ def cmd_eval(args) -> int:
     if elements:
         _check_elements(configs, tuple(elements), "the data")
     t0 = time.perf_counter()
-    preds = _evaluate(model, configs, batch_size=args.batch_size)
-    metrics = _set_metrics(configs, preds)
+    spread = {}
+    if getattr(model, "model_type", None) == "committee":
+        cpred = model.predict(configs, batch_size=args.batch_size)
+        preds = cpred.mean()
+        spread = {"energy_std": cpred.energy_std, "forces_std": cpred.forces_std, "stress_std": cpred.stress_std}
+        metrics = _set_metrics(configs, preds)
+        metrics.update(cpred.uncertainty_metrics(configs))
+    else:
+        preds = _evaluate(model, configs, batch_size=args.batch_size)
+        metrics = _set_metrics(configs, preds)
     _log(f"evaluated {len(configs)} configurations in {time.perf_counter() - t0:.1f} s")
     rows = {os.path.basename(os.fspath(args.data)): metrics}
     if "by_config_type" in metrics:
         rows.update({f"  {ct}": m for ct, m in metrics_by_config_type(configs, *preds).items()})
     _log(format_metrics_table(rows))
+    if spread:
+        _log(f"committee of {model.n_members}: mean energy std {metrics['energy_std_per_atom_mean_meV']:.3f} meV/atom"
+             + (f", mean force std {metrics['forces_std_mean_meV_per_A']:.3f} meV/Å"
+                if "forces_std_mean_meV_per_A" in metrics else ""))
     if args.out:
         write_metrics_json(args.out, metrics)
         _log(f"metrics: {args.out}")
+    if args.predictions:
+        from jace.training.committee import write_predictions
+
+        write_predictions(args.predictions, configs, *preds, **spread)
+        _log(f"predictions: {args.predictions}")
     return 0
 
 
@@ -331,80 +365,11 @@ def cmd_eval(args) -> int:
 # demo
 
 
-def _demo_config(train_path: str, test_path: str, output_dir: str, elements, e0, quick: bool, seed: int) -> dict:
-    model = {
-        "type": "linear_ace",
-        "elements": list(elements),
-        "cutoff": 5.0,
-        "l_max": 2 if quick else 3,
-        "correlation": 2 if quick else 3,
-        "max_degree": [10, 7] if quick else [14, 11, 8],
-        "w_l": 1.5,
-        "radial": {"kind": "bessel", "n_max": 6 if quick else 8, "envelope": "polynomial", "envelope_p": 5},
-    }
-    return {
-        "seed": seed,
-        "precision": "float64",
-        "output_dir": output_dir,
-        "model": model,
-        "data": {
-            "train": os.path.relpath(train_path, output_dir),
-            "validation_fraction": 0.1,
-            "test": {"test": os.path.relpath(test_path, output_dir)},
-        },
-        "fit": {
-            "energy_weight": 30.0,
-            "forces_weight": 1.0,
-            "stress_weight": 1.0,
-            "config_type_weights": {"isolated_atom": {"energy": 1000.0}},
-            "regulariser": "smoothness",
-            "lam": 1.0e-3,
-            "smoothness_p": 2.0,
-            "e0": e0,
-            "chunk_size": 32,
-        },
-    }
-
-
 def cmd_demo(args) -> int:
-    set_precision("float64")
-    import yaml
+    from jace.demo import run_demo
 
-    from jace.config import load_train_config
-    from jace.data import io as dio
-    from jace.data import synthetic
-    from jace.files import atomic_write_bytes
-
-    out_dir = os.path.abspath(args.output_dir)
-    data_dir = os.path.join(out_dir, "data")
-    os.makedirs(data_dir, exist_ok=True)
-    t0 = time.perf_counter()
-    if args.quick:
-        train, test = synthetic.make_emt_splits(n_train=24, n_test=12, seed=args.seed)
-    else:
-        train, test = synthetic.make_emt_splits(seed=args.seed)
-    train, test = list(train), list(test)
-    train_path = os.path.join(data_dir, "train.xyz")
-    test_path = os.path.join(data_dir, "test.xyz")
-    dio.write_configurations(train_path, train)
-    dio.write_configurations(test_path, test)
-    _log(f"demo: {len(train)} training and {len(test)} test configurations (EMT) in {data_dir} "
-         f"({time.perf_counter() - t0:.1f} s)")
-
-    from ase.data import chemical_symbols
-
-    zs = sorted({int(z) for c in train + test for z in c.numbers})
-    elements = [chemical_symbols[z] for z in zs]
-    isolated, _ = dio.split_isolated_atoms(train)
-    have_iso = {int(c.numbers[0]) for c in isolated}
-    e0 = "isolated" if set(zs) <= have_iso else "least_squares"
-
-    config = _demo_config(train_path, test_path, out_dir, elements, e0, args.quick, args.seed)
-    config_path = os.path.join(out_dir, "demo.yaml")
-    atomic_write_bytes(config_path, yaml.safe_dump(config, sort_keys=False, default_flow_style=None).encode())
-    _log(f"demo: config {config_path}")
-    cfg = load_train_config(config_path)
-    run_training(cfg)
+    run_demo(args.output_dir, model=args.model, quick=args.quick, seed=args.seed, md_steps=args.md_steps,
+             progress=_show_progress(), log=_log)
     return 0
 
 
@@ -426,6 +391,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("model", help="a model file written by jace train (model.jace)")
     e.add_argument("data", help="labelled configurations (extxyz or any format ASE reads)")
     e.add_argument("--out", help="write the metrics as JSON to this file")
+    e.add_argument("--predictions", metavar="OUT.xyz",
+                   help="write the configurations with the predictions (info jace_energy, jace_stress; arrays "
+                        "jace_forces) as extxyz; a committee adds energy_std (info) and forces_std (per atom)")
     e.add_argument("--batch-size", type=int, default=16)
     e.add_argument("--precision", choices=("float64", "float32"), help="default: that of the model's arrays")
     e.add_argument("--keys-energy", metavar="K", help="info key of the reference energy (default: energy)")
@@ -446,9 +414,16 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--output-dir", help="where to write the results (overrides the sweep's out_dir)")
     a.set_defaults(func=cmd_ablate)
 
-    d = sub.add_parser("demo", help="fit a linear ACE model to a synthetic EMT data set", description="Make a synthetic EMT data set, write it and a config, and run jace train on it.")
+    d = sub.add_parser(
+        "demo",
+        help="the whole path on synthetic EMT data: train a small MACE, evaluate, simulate with jax-md, plot",
+        description="Make a Cu-Au data set with ASE's EMT, train a small MACE on it (or fit linear ACE), evaluate "
+        "it on a test set, run Langevin MD with jax-md (the md extra) and write PNG plots.",
+    )
     d.add_argument("--output-dir", default="demo_run", help="(default: demo_run)")
-    d.add_argument("--quick", action="store_true", help="a smaller basis, for a fast check")
+    d.add_argument("--model", choices=("mace", "linear_ace"), default="mace", help="(default: mace)")
+    d.add_argument("--quick", action="store_true", help="less data, a smaller model and a shorter run, for a fast check")
+    d.add_argument("--md-steps", type=int, default=None, help="MD steps (default: 2000, or 200 with --quick)")
     d.add_argument("--seed", type=int, default=0)
     d.set_defaults(func=cmd_demo)
     return p

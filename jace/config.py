@@ -73,6 +73,26 @@ descent, so they take a ``training:`` section instead of ``fit:``::
       forces_weight: 100
       stage_two: {start_fraction: 0.75, energy_weight: 1000, forces_weight: 100, lr: 1.0e-3}
       e0: isolated                 # least_squares, zero, or {H: -13.6, C: -1026.9, O: -2037.8}
+      committee:                   # optional: train N members in one vmapped program (jace.training.committee)
+        n_members: 4               # a positive integer
+        subsample: bootstrap       # [null] null, bootstrap, or a fraction in (0, 1]
+        seeds: [0, 1, 2, 3]        # [seed, seed + 1, ...] one initialisation seed per member
+
+Graph ACE models: ``model.type`` is ``grace-1l``, ``grace-2l``, ``fs-ace`` (named points,
+:func:`jace.models.grace.preset`) or ``grace`` (the ``GraceSpec`` defaults); every ``GraceSpec`` field
+is a key under ``model`` (channels, l_max and correlation: one number or one per layer), with the same
+``training:`` section as the multi-ACE models::
+
+    model:
+      type: grace-2l
+      elements: [H, C, O]
+      cutoff: 5.0
+      channels: [16, 16]           # per layer (GRACE's n_rad)
+      l_max: [3, 2]
+      correlation: 3
+      message_l_max: 1
+      readout: mlp                 # linear | fs | mlp | fs_mlp
+      zbl: false                   # ZBL core repulsion (also a key of the multi-ACE models)
 
 New model types register a parser with :func:`register_model_config`.
 """
@@ -166,10 +186,12 @@ class TrainingSpec:
     settings: a :class:`jace.training.TrainSettings` (its ``seed`` is the config's ``seed`` and its
       ``dtype`` the config's ``precision``).
     e0: "isolated", "least_squares", "zero" or {symbol: eV}.
+    committee: a :class:`jace.training.committee.CommitteeSettings` to train a committee, or None.
     """
 
     settings: Any
     e0: Any = "isolated"
+    committee: Any = None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -470,6 +492,8 @@ _MULTI_ACE_FIELDS: dict[str, Any] = {
     "last_layer_scalars_only": "bool",
     "normalisation": _NORMALISATION,
     "avg_num_neighbors": "avg_num_neighbors",
+    "zbl": "bool",
+    "zbl_cutoff_scale": "float",
 }
 _MULTI_ACE_KEYS = tuple(_MULTI_ACE_FIELDS) + ("hidden_irreps",)
 
@@ -637,6 +661,104 @@ del _name
 
 
 # --------------------------------------------------------------------------------------------------
+# Graph ACE models (grace-1l, grace-2l, fs-ace, grace)
+
+# The named points of jace.models.grace (MODEL_NAMES there; a test checks they agree).
+GRACE_TYPES = ("grace-1l", "grace-2l", "fs-ace", "grace")
+
+# GraceSpec field -> how its YAML value is read (a test checks that every field is listed)
+_GRACE_FIELDS: dict[str, Any] = {
+    "elements": "elements",
+    "cutoff": "float",
+    "radial": "radial",
+    "radial_mlp": "int_list",
+    "num_layers": "int",
+    "embedding_size": "int",
+    "channels": "per_layer",
+    "l_max": "per_layer",
+    "correlation": "per_layer",
+    "message_l_max": "int",
+    "message_channels": "int",
+    "readout": ("linear", "fs", "mlp", "fs_mlp"),
+    "fs_exponents": "float_list",
+    "mlp_densities": "int",
+    "readout_hidden": "int_list",
+    "normalisation": _NORMALISATION,
+    "avg_num_neighbors": "avg_num_neighbors",
+    "zbl": "bool",
+    "zbl_cutoff_scale": "float",
+}
+
+
+def _grace_value(file: str, key: str, value: Any) -> Any:
+    path = f"model.{key}"
+    kind = _GRACE_FIELDS[key]
+    if kind == "per_layer":  # one number for every layer, or one per layer
+        if isinstance(value, (list, tuple)):
+            if not value:
+                raise _fail(file, f"{path} must be one integer or a list with one per layer, got []")
+            return _int_list(file, value, path)
+        return _int(file, value, path)
+    if kind == "float_list":
+        items = value if isinstance(value, (list, tuple)) else [value]
+        return tuple(_float(file, v, f"{path}[{i}]") for i, v in enumerate(items))
+    if kind == "avg_num_neighbors":
+        return _multi_ace_value(file, "avg_num_neighbors", value)
+    if isinstance(kind, tuple):
+        return _choice(file, value, path, kind)
+    return {"float": _float, "int": _int, "bool": _bool, "int_list": _int_list}[kind](file, value, path)
+
+
+def _parse_grace(model_type: str, file: str, m: Mapping):
+    """The GraceSpec of ``model.type: model_type``: the preset with the YAML's keys overriding it."""
+    from jace.models.grace import _PRESETS, GraceSpec, preset
+
+    _check_keys(file, m, "model", ("type",) + tuple(_GRACE_FIELDS), required=("elements",))
+    elements = _parse_elements(file, m["elements"])
+    overrides: dict[str, Any] = {}
+    for key, value in m.items():
+        if key in ("type", "elements", "radial"):
+            continue
+        overrides[key] = _grace_value(file, key, value)
+    if "radial" in m:
+        default_radial = _PRESETS.get(model_type, {}).get("radial", GraceSpec.radial)
+        overrides["radial"] = _parse_radial(file, m["radial"], "model.radial", default=default_radial)
+    try:
+        return preset(model_type, elements, **overrides)
+    except ValueError as exc:
+        msg = str(exc)
+        if not msg.startswith("model."):
+            msg = f"model: {msg}"
+        raise _fail(file, msg) from None
+
+
+def _grace_to_dict(spec) -> dict:
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(spec):
+        v = getattr(spec, f.name)
+        if f.name == "radial":
+            out["radial"] = _radial_to_dict(v)
+        elif f.name == "elements":
+            out["elements"] = list(v)
+        elif f.name == "fs_exponents":
+            out[f.name] = [float(x) for x in v]
+        elif isinstance(v, tuple):
+            out[f.name] = [int(x) for x in v]
+        elif isinstance(v, bool) or isinstance(v, str) or v is None:
+            out[f.name] = v
+        elif isinstance(v, int):
+            out[f.name] = int(v)
+        else:
+            out[f.name] = float(v)
+    return out
+
+
+for _name in GRACE_TYPES:
+    register_model_config(_name, functools.partial(_parse_grace, _name), _grace_to_dict, section="training")
+del _name
+
+
+# --------------------------------------------------------------------------------------------------
 # fit and data sections
 
 _FIT_KEYS = tuple(f.name for f in dataclasses.fields(FitSpec))
@@ -738,7 +860,37 @@ _TRAINING_FIELDS: dict[str, Any] = {
     "data_parallel": "bool",
     "plots": "bool",
 }
-_TRAINING_KEYS = tuple(_TRAINING_FIELDS) + ("e0", "precision")
+_TRAINING_KEYS = tuple(_TRAINING_FIELDS) + ("e0", "precision", "committee")
+_COMMITTEE_KEYS = ("n_members", "subsample", "seeds")
+
+
+def _parse_committee(file: str, value: Any, path: str = "training.committee"):
+    """``training.committee`` → CommitteeSettings, or None for null / false."""
+    from jace.training.committee import SUBSAMPLE_MODES, CommitteeSettings
+
+    if value is None or value is False:
+        return None
+    m = _mapping(file, value, path)
+    _check_keys(file, m, path, _COMMITTEE_KEYS, required=("n_members",))
+    kw: dict[str, Any] = {"n_members": _int(file, m["n_members"], f"{path}.n_members")}
+    sub = m.get("subsample")
+    if isinstance(sub, str):
+        try:
+            kw["subsample"] = float(sub)  # "8e-1" (YAML 1.1 reads it as a string)
+        except ValueError:
+            kw["subsample"] = _choice(file, sub, f"{path}.subsample", SUBSAMPLE_MODES)
+    elif sub is not None:
+        kw["subsample"] = _float(file, sub, f"{path}.subsample")
+    if m.get("seeds") is not None:
+        seeds = m["seeds"]
+        if not isinstance(seeds, (list, tuple)):
+            raise _fail(file, f"{path}.seeds must be a list of integers, got {_describe(seeds)}")
+        kw["seeds"] = tuple(_int(file, x, f"{path}.seeds[{i}]") for i, x in enumerate(seeds))
+    try:
+        return CommitteeSettings(**kw)
+    except ValueError as exc:
+        msg = str(exc)
+        raise _fail(file, f"training.{msg}" if msg.startswith("committee.") else f"{path}: {msg}") from None
 _STAGE_TWO_KEYS = ("start_fraction", "energy_weight", "forces_weight", "stress_weight", "virial_weight", "lr")
 
 
@@ -834,14 +986,18 @@ def _parse_training(file: str, value: Any, elements: tuple[str, ...], seed: int,
         if key in m:
             raise _fail(file, f"unknown key 'training.{key}': {hint}")
     _check_keys(file, m, "training", _TRAINING_KEYS)
-    kw = {key: _training_value(file, key, v) for key, v in m.items() if key not in ("e0", "precision")}
+    kw = {key: _training_value(file, key, v) for key, v in m.items() if key not in ("e0", "precision", "committee")}
     e0 = _parse_e0(file, m["e0"], "training.e0", elements) if "e0" in m else "isolated"
     try:
         settings = TrainSettings(seed=seed, dtype=precision, **kw)
     except ValueError as exc:
         msg = str(exc)
         raise _fail(file, msg if msg.startswith("training.") else f"training.{msg}") from None
-    return TrainingSpec(settings=settings, e0=e0)
+    committee = _parse_committee(file, m.get("committee"))
+    if committee is not None and settings.data_parallel:
+        raise _fail(file, "training.committee cannot be combined with training.data_parallel (the members are "
+                          "vmapped on one device); set data_parallel: false")
+    return TrainingSpec(settings=settings, e0=e0, committee=committee)
 
 
 def _training_to_dict(spec: TrainingSpec) -> dict:
@@ -868,6 +1024,8 @@ def _training_to_dict(spec: TrainingSpec) -> dict:
         else:
             out[key] = float(v)
     out["e0"] = spec.e0 if isinstance(spec.e0, str) else {str(k): float(v) for k, v in spec.e0.items()}
+    if getattr(spec, "committee", None) is not None:
+        out["committee"] = spec.committee.to_dict()
     return out
 
 
@@ -1038,7 +1196,7 @@ def parse_train_config(raw: Any, file: str = "<config>", base_dir: Optional[str]
     if other in raw:
         if section == "fit":
             why = (f"model type '{model_type}' is fitted by linear least squares, configured by a 'fit:' section; "
-                   f"'training:' is for the neural models ({', '.join(MULTI_ACE_TYPES)})")
+                   f"'training:' is for the neural models ({', '.join(MULTI_ACE_TYPES + GRACE_TYPES)})")
         else:
             why = (f"model type '{model_type}' is trained by gradient descent, configured by a 'training:' "
                    "section (TrainSettings fields, e0, precision); 'fit:' is for linear_ace")

@@ -213,18 +213,27 @@ def iterate_batches(
 # ----------------------------------------------------------------------------------------------
 
 
+def _segment_index(counts: jnp.ndarray, total: int) -> jnp.ndarray:
+    """[total] k such that entry e lies in segment k of consecutive segments of sizes ``counts``.
+
+    A comparison against the cumulative counts ([total, n_segments], cheap for the few graphs of a
+    batch) rather than ``jnp.repeat``: when the counts are compile-time constants (a jax-md energy
+    function, a calculator), XLA constant-folds ``repeat``'s scan over every entry, which took seconds
+    per compilation for ~10⁴ edges. Entries past the last segment get the last index.
+    """
+    ends = jnp.cumsum(jnp.asarray(counts))
+    idx = jnp.sum(jnp.arange(total)[:, None] >= ends[None, :], axis=1)
+    return jnp.minimum(idx, counts.shape[0] - 1).astype(jnp.int32)
+
+
 def node_graph_index(graph: jraph.GraphsTuple) -> jnp.ndarray:
     """[n_nodes] index of the graph each node belongs to (static length)."""
-    n_graph = graph.n_node.shape[0]
-    total = graph.nodes["positions"].shape[0]
-    return jnp.repeat(jnp.arange(n_graph), graph.n_node, total_repeat_length=total)
+    return _segment_index(graph.n_node, graph.nodes["positions"].shape[0])
 
 
 def edge_graph_index(graph: jraph.GraphsTuple) -> jnp.ndarray:
     """[n_edges] index of the graph each edge belongs to (static length)."""
-    n_graph = graph.n_edge.shape[0]
-    total = graph.senders.shape[0]
-    return jnp.repeat(jnp.arange(n_graph), graph.n_edge, total_repeat_length=total)
+    return _segment_index(graph.n_edge, graph.senders.shape[0])
 
 
 def edge_vectors(positions: jnp.ndarray, cell: jnp.ndarray, graph: jraph.GraphsTuple) -> jnp.ndarray:

@@ -18,7 +18,6 @@ from typing import Optional
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jace.basis.product import OneParticle, ProductBasis, build_product_basis, couple, couple_channels, monomials
 from jace.basis.radial import radial_functions

@@ -193,6 +193,9 @@ class MultiACESpec:
       last_layer_scalars_only: the last layer only computes L = 0 features (MACE).
       normalisation: "e0" or "scale_shift".
       avg_num_neighbors: None (no division), a number, or "auto" (from the training data).
+      zbl: add the ZBL core repulsion ½ Σ_j V_ZBL(r_ij) to every site energy (``jace.basis.repulsion``),
+        switched off C²-smoothly at r_zbl = zbl_cutoff_scale × (covalent radius z_i + covalent radius z_j)
+        (at most ``cutoff``); off by default.
     """
 
     elements: tuple[str, ...]
@@ -222,12 +225,16 @@ class MultiACESpec:
     last_layer_scalars_only: bool = True
     normalisation: str = "scale_shift"
     avg_num_neighbors: Union[None, float, str] = "auto"
+    zbl: bool = False
+    zbl_cutoff_scale: float = 1.0
 
     def __post_init__(self):
         if not self.elements:
             raise ValueError("model.elements must list at least one element")
         if not (self.cutoff > 0):
             raise ValueError(f"model.cutoff must be a positive length in Å, got {self.cutoff!r}")
+        if not self.zbl_cutoff_scale > 0:
+            raise ValueError(f"model.zbl_cutoff_scale must be positive, got {self.zbl_cutoff_scale!r}")
         if int(self.num_layers) < 1:
             raise ValueError(f"model.num_layers must be >= 1, got {self.num_layers!r}")
         if int(self.channels) < 1:

@@ -16,7 +16,8 @@ A model class takes part through a small protocol:
         @classmethod
         def from_state(cls, spec, arrays, metadata) -> "MyModel": ...
 
-and ``register_model_type("my_model", MyModel)``. ``linear_ace`` is imported on first use.
+and ``register_model_type("my_model", MyModel)``. The modules of ``linear_ace``, ``multi_ace`` and
+``committee`` are imported on first use.
 """
 
 from __future__ import annotations
@@ -39,7 +40,12 @@ class ModelFileError(ValueError):
 
 _MODEL_TYPES: dict[str, type] = {}
 # model types whose module registers (or defines) them; imported lazily on first use
-_LAZY_MODULES = {"linear_ace": "jace.models.linear_ace", "multi_ace": "jace.models.multi_ace"}
+_LAZY_MODULES = {
+    "linear_ace": "jace.models.linear_ace",
+    "multi_ace": "jace.models.multi_ace",
+    "grace": "jace.models.grace",
+    "committee": "jace.training.committee",
+}
 
 
 def register_model_type(name: str, cls: type) -> type:

@@ -198,6 +198,11 @@ class MultiACEModel:
         self._r0 = (
             pair_r0_table(self.species.atomic_numbers, spec.radial.r0_scale) if spec.radial.transform == "agnesi" else None
         )
+        self._zbl = None
+        if getattr(spec, "zbl", False):
+            from jace.basis.repulsion import ZBLTable
+
+            self._zbl = ZBLTable(self.species.atomic_numbers, spec.cutoff, spec.zbl_cutoff_scale)
         self._predict = jax.jit(functools.partial(predict, self.site_energies), static_argnames=("compute_stress",))
 
     @property
@@ -221,10 +226,14 @@ class MultiACEModel:
         return self.network.apply({"params": params}, *self._inputs(graph))
 
     def site_energies(self, params, graph: jraph.GraphsTuple) -> jnp.ndarray:
-        """[n_nodes] site energies E_i = E0(z_i) + shift + scale · Σ_t readout_t, eV."""
-        out = self.learned_energies(params, graph)
-        e0 = jnp.asarray(self.e0, out.dtype)[graph.nodes["species"]]
-        return e0 + self.shift + self.scale * out
+        """[n_nodes] site energies E_i = E0(z_i) + shift + scale · Σ_t readout_t (+ ½ Σ_j V_ZBL(r_ij)), eV."""
+        inputs = self._inputs(graph)
+        out = self.network.apply({"params": params}, *inputs)
+        species, vec, senders, receivers, mask_e, _ = inputs
+        e = jnp.asarray(self.e0, out.dtype)[species] + self.shift + self.scale * out
+        if self._zbl is not None:
+            e = e + self._zbl.site_energies(vec, species, senders, receivers, mask_e, species.shape[0])
+        return e
 
     site_energy_fn = site_energies  # the name linear ACE uses
 

@@ -1,6 +1,8 @@
-"""Training with optax: settings, losses, optimisers, the loop, checkpoints, statistics, data parallelism."""
+"""Training with optax: settings, losses, optimisers, the loop, checkpoints, statistics, data parallelism,
+committees."""
 
 from jace.training.checkpoint import CheckpointError
+from jace.training.committee import Committee, CommitteeSettings, train_committee
 from jace.training.loop import TrainingError, TrainResult, train
 from jace.training.optim import StageTwo
 from jace.training.settings import TrainSettings
@@ -9,6 +11,8 @@ from jace.training.steps import evaluate
 
 __all__ = [
     "CheckpointError",
+    "Committee",
+    "CommitteeSettings",
     "DatasetStatistics",
     "StageTwo",
     "TrainResult",
@@ -17,4 +21,5 @@ __all__ = [
     "dataset_statistics",
     "evaluate",
     "train",
+    "train_committee",
 ]

@@ -143,8 +143,8 @@ def evaluate_model(model, configs, batch_size: int = 16):
         from jace.models.linear_ace import evaluate
 
         return evaluate(model, configs, batch_size=batch_size)
-    if model_type == "multi_ace":
-        from jace.models.multi_ace import evaluate
+    if model_type in ("multi_ace", "grace"):
+        from jace.models.multi_ace import evaluate  # any model with predict_graph
 
         return evaluate(model, configs, batch_size=batch_size)
     if hasattr(model, "evaluate"):
@@ -156,8 +156,8 @@ def evaluate_sets(model, sets: Mapping[str, Sequence[Configuration]], batch_size
     """{name: set_metrics(...)} for every non-empty set (a multi-ACE model pads every set to one
     bucket: one compilation for all of them)."""
     sets = {name: list(cs) for name, cs in sets.items() if cs}
-    if getattr(model, "model_type", None) == "multi_ace":
-        from jace.models.multi_ace import evaluate_many
+    if getattr(model, "model_type", None) in ("multi_ace", "grace"):
+        from jace.models.multi_ace import evaluate_many  # any model with predict_graph
 
         preds = evaluate_many(model, sets, batch_size)
         return {name: set_metrics(cs, preds[name]) for name, cs in sets.items()}
@@ -168,11 +168,19 @@ def evaluate_sets(model, sets: Mapping[str, Sequence[Configuration]], batch_size
 # Multi-ACE: model and training
 
 
+def _neural_model_class(spec):
+    """The model class of a neural spec: ``GraceModel`` for a ``GraceSpec``, else ``MultiACEModel``."""
+    from jace.models.grace import GraceModel, GraceSpec
+    from jace.models.multi_ace import MultiACEModel
+
+    return GraceModel if isinstance(spec, GraceSpec) else MultiACEModel
+
+
 def build_multi_ace(cfg, data: Datasets):
-    """(untrained MultiACEModel, DatasetStatistics) for a neural ``TrainConfig`` and its data."""
+    """(untrained model, DatasetStatistics) for a neural ``TrainConfig`` and its data: a
+    ``MultiACEModel``, or a ``GraceModel`` for the graph-ACE types."""
     from jace.data.e0 import resolve_e0
     from jace.data.graph import SpeciesMap, graphs_from_configurations
-    from jace.models.multi_ace import MultiACEModel
     from jace.training.statistics import dataset_statistics
 
     spec = cfg.model
@@ -185,7 +193,7 @@ def build_multi_ace(cfg, data: Datasets):
             f"{cfg.data.train}: no atom of the training set has a neighbour within the cutoff "
             f"({spec.cutoff} Å), so avg_num_neighbors cannot be 'auto'; check model.cutoff"
         )
-    model = MultiACEModel(
+    model = _neural_model_class(spec)(
         spec, e0=e0, scale=stats.scale, shift=stats.shift, avg_num_neighbors=stats.avg_num_neighbors,
         metadata={"model_type": cfg.model_type},
     )
