@@ -59,7 +59,8 @@ descent, so they take a ``training:`` section instead of ``fit:``::
       # ... and any other MultiACESpec field: radial_element_dependent, one_particle, product,
       # max_degree, w_l, product_element_dependent, embedding, residual, first_layer_residual,
       # update_element_dependent, nonlinearity (none | gate, or false | true), readout,
-      # last_readout, readout_hidden, readout_all_layers, last_layer_scalars_only, normalisation
+      # last_readout, readout_hidden, readout_all_layers, last_layer_scalars_only, normalisation,
+      # zbl (ZBL core repulsion, off by default), zbl_cutoff_scale
     data:                          # as for linear ACE; a validation set is required, and isolated
       train: train.xyz             # atoms of elements the model does not list are left out
       validation_fraction: 0.1

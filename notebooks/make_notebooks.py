@@ -146,7 +146,136 @@ print({r.name: r.n_params for r in records})
 '''),
 ]
 
-NOTEBOOKS = {"design_space_ablation.ipynb": ABLATION}
+
+# ------------------------------------------------------------------------------------------------
+QUICKSTART = [
+    md("""
+# Quick start: train, evaluate, simulate
+
+The whole path on data jace makes itself: label random Cu–Au alloys with ASE's EMT calculator, train
+a small MACE with optax, evaluate it, relax a structure with the ASE calculator and run Langevin
+dynamics with jax-md. Every step is a plain Python call; `jace demo` does the same from the command
+line.
+"""),
+    code(SETUP),
+    md("## Data: EMT-labelled Cu–Au cells (energies, forces, stresses) and isolated atoms for E0"),
+    code("""
+from jace.data import io as dio
+from jace.data.synthetic import make_emt_splits
+
+train_all, test = make_emt_splits(n_train=16 if QUICK else 40, n_test=8 if QUICK else 20, seed=0)
+isolated, train_all = dio.split_isolated_atoms(train_all)
+train, valid = train_all[:-4], train_all[-4:]
+dio.write_configurations(os.path.join(WORK, "train.xyz"), isolated + train)  # extxyz, readable by any code
+print(len(train), "train,", len(valid), "validation,", len(test), "test configurations;",
+      "sizes", sorted({c.n_atoms for c in train}))
+"""),
+    md("""
+## A MACE model
+
+`preset` gives a named point of the multi-ACE design space (`ace`, `nequip`, `botnet`, `mace`) with
+any field overridden. E0s come from the isolated atoms; the scale, shift and average number of
+neighbours from the training set, as MACE does.
+"""),
+    code("""
+from jace.data.e0 import resolve_e0
+from jace.data.graph import SpeciesMap, graphs_from_configurations
+from jace.models.multi_ace import MultiACEModel, preset
+from jace.training.statistics import dataset_statistics
+
+spec = preset("mace", ["Cu", "Au"], cutoff=4.5, channels=8, hidden_l_max=1, l_max=2, correlation=3,
+              radial_mlp=(16, 16))
+species = SpeciesMap.from_symbols(spec.elements)
+e0 = resolve_e0("isolated", species, train, isolated)
+stats = dataset_statistics(train, graphs_from_configurations(train, spec.cutoff, species), species, e0)
+model = MultiACEModel(spec, e0=e0, scale=stats.scale, shift=stats.shift, avg_num_neighbors=stats.avg_num_neighbors)
+print("E0", dict(zip(spec.elements, e0)), "shift", round(stats.shift, 4), "scale", round(stats.scale, 4))
+"""),
+    md("## Train with optax (EMA, cosine schedule, progress bar, checkpoints, PNG plots)"),
+    code("""
+from jace.training import TrainSettings, train as train_model
+
+settings = TrainSettings(max_epochs=3 if QUICK else 60, batch_size=4, lr=0.01, schedule="cosine",
+                         energy_weight=100.0, forces_weight=10.0, stress_weight=10.0, n_buckets=2 if QUICK else 4)
+result = train_model(model, train, valid, settings, os.path.join(WORK, "quickstart_run"), progress=True)
+model = model.with_params(result.params)  # the best EMA parameters
+print(result.stop_reason, "after", result.step, "steps;", model.n_params(), "parameters")
+"""),
+    md("## Evaluate, save, load"),
+    code("""
+from jace.models.io import load_model, save_model
+from jace.models.multi_ace import evaluate
+from jace.training.metrics import compute_metrics
+
+save_model(os.path.join(WORK, "mace.jace"), model)  # msgpack, no pickle
+model = load_model(os.path.join(WORK, "mace.jace"))
+energies, forces, stresses = evaluate(model, test)
+metrics = compute_metrics(test, energies, forces, stresses)
+print({k: round(v, 2) for k, v in metrics.items() if k.endswith("rmse_meV") or "rmse" in k})
+"""),
+    md("""
+## The ASE calculator
+
+`JaceCalculator` takes a model or a model file; it pads to capacities that grow geometrically, so a
+relaxation or an MD run compiles a handful of times, and `n_compilations` says how many.
+"""),
+    code("""
+import numpy as np
+from ase.build import bulk
+from ase.calculators.emt import EMT
+from ase.optimize import BFGS
+
+from jace.interfaces.ase_calculator import JaceCalculator
+
+atoms = bulk("Cu", "fcc", a=3.7, cubic=True).repeat(2)
+atoms.symbols[::3] = "Au"
+atoms.rattle(0.05, seed=1)
+atoms.calc = JaceCalculator(model)
+BFGS(atoms, logfile=None).run(fmax=0.02, steps=20 if QUICK else 200)
+e_jace = atoms.get_potential_energy()
+reference = atoms.copy()
+reference.calc = EMT()
+print(f"relaxed: jace {e_jace:.4f} eV, EMT at the same geometry {reference.get_potential_energy():.4f} eV; "
+      f"compilations: {atoms.calc.n_compilations}")
+"""),
+    md("""
+## Molecular dynamics with jax-md
+
+`from_configuration` puts any jace model on a jax-md space with jax-md's own neighbour list;
+`run_in_chunks` runs jitted `lax.fori_loop` chunks and reallocates the list on the host if it ever
+overflows (neighbours are never dropped silently).
+"""),
+    code("""
+import jax
+from jax_md import quantity, simulate
+
+from jace.demo import TIME_UNIT_FS, demo_alloy
+from jace.interfaces.jax_md import from_configuration, neighbor_step, run_in_chunks
+
+system = from_configuration(model, demo_alloy(3, seed=0))  # 108 atoms
+nbrs = system.neighbor_fn.allocate(system.positions)
+kT = 8.617333262e-5 * 600.0  # eV
+init_fn, apply_fn = simulate.nvt_langevin(system.energy_fn, system.shift_fn, dt=2.0 / TIME_UNIT_FS, kT=kT, gamma=0.1)
+state = init_fn(jax.random.PRNGKey(0), system.positions, mass=system.masses, neighbor=nbrs)
+record = lambda state, nbrs: (system.energy_fn(state.position, neighbor=nbrs),
+                              quantity.temperature(momentum=state.momentum, mass=state.mass))
+state, nbrs, info = run_in_chunks(neighbor_step(apply_fn), state, nbrs, system.neighbor_fn,
+                                  n_steps=100 if QUICK else 2000, chunk_steps=50, record=record)
+e_pot, kT_inst = (np.asarray(x) for x in info.records)
+print("steps", len(e_pot), "mean T (K)", round(float(kT_inst[len(kT_inst) // 2:].mean() / 8.617333262e-5)),
+      "reallocations", info.n_reallocations)
+"""),
+    code("""
+import matplotlib.pyplot as plt
+
+fig, ax = plt.subplots(figsize=(6, 3))
+ax.plot(np.arange(1, len(e_pot) + 1) * 2.0, (e_pot - e_pot[0]) / 108 * 1e3)
+ax.set_xlabel("time (fs)"); ax.set_ylabel("E_pot − E_pot(0) (meV/atom)")
+plt.show()
+"""),
+]
+
+NOTEBOOKS = {"quickstart.ipynb": QUICKSTART, "design_space_ablation.ipynb": ABLATION}
 
 
 def write(name: str, cells) -> str:

@@ -84,13 +84,13 @@ def _parse_error(cfg) -> str:
 
 
 def test_every_spec_and_settings_field_is_a_key():
-    from jace.config import _MULTI_ACE_FIELDS, _TRAINING_FIELDS
+    from jace.config import _MULTI_ACE_FIELDS, _TRAINING_FIELDS, GRACE_TYPES
     from jace.models.design import MultiACESpec
     from jace.models.multi_ace import MODEL_NAMES
     from jace.training.settings import TrainSettings
 
     assert set(MULTI_ACE_TYPES) == set(MODEL_NAMES)
-    assert set(MULTI_ACE_TYPES) | {"linear_ace"} == set(model_types())
+    assert set(MULTI_ACE_TYPES) | set(GRACE_TYPES) | {"linear_ace"} == set(model_types())
     assert set(_MULTI_ACE_FIELDS) == {f.name for f in dataclasses.fields(MultiACESpec)}
     assert set(_TRAINING_FIELDS) | {"seed", "dtype"} == {f.name for f in dataclasses.fields(TrainSettings)}
 

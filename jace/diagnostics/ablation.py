@@ -132,8 +132,8 @@ def scan_result_from_dict(d: dict) -> ScanResult:
 
 
 def _energy_forces(model, scans: dict):
-    if getattr(model, "model_type", None) == "multi_ace":
-        from jace.models.multi_ace import energy_forces_fn
+    if getattr(model, "model_type", None) in ("multi_ace", "grace"):
+        from jace.models.multi_ace import energy_forces_fn  # works for any model with predict_graph
 
         return energy_forces_fn(model, image_sets=[spec.images for spec in scans.values()])
     from jace.data.configuration import Configuration

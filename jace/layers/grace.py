@@ -30,6 +30,7 @@ embedding (``readout`` in :class:`jace.models.grace.GraceSpec`).
 from __future__ import annotations
 
 import functools
+import math
 from typing import TYPE_CHECKING, Optional
 
 import flax.linen as nn
@@ -106,8 +107,8 @@ def channelwise_tensor_product(x: jnp.ndarray, y: jnp.ndarray, paths) -> jnp.nda
 def finnis_sinclair(rho: jnp.ndarray, m: float) -> jnp.ndarray:
     """The Finnis–Sinclair-type embedding of pacemaker, F(ρ; m), elementwise (dimensionless → same units).
 
-    m = 1: F(ρ) = ρ. Otherwise, with a = |ρ|, ν = 1/m, x₀ = ν^(ν/(1−ν)) e^(−a), y₀ = ν^(1/(1−ν)) e^(−a):
-    F(ρ) = sign(ρ) ((x₀ + a)^m − y₀). F(0) = 0, F is odd, C¹ at ρ = 0 and ~ sign(ρ)|ρ|^m for large |ρ|
+    m = 1: F(ρ) = ρ. Otherwise, with a = |ρ|, ν = 1/m, x₀ = ν^(ν/(1−ν)) e^(−a) and
+    y₀ = ν^(1/(1−ν)) e^(−a): F(ρ) = sign(ρ) ((x₀ + a)^m − y₀). F(0) = 0, F is odd, C¹ at ρ = 0 and ~ sign(ρ)|ρ|^m for large |ρ|
     (m = 1/2: a smoothed signed square root). Finite value and gradient everywhere (x₀ + a > 0).
     """
     m = float(m)
@@ -151,7 +152,7 @@ class ScalarLinear(nn.Module):
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         w = self.param("w", _normal, (x.shape[-1], self.out), x.dtype)
-        return x @ w / np.sqrt(x.shape[-1])
+        return x @ w / math.sqrt(x.shape[-1])
 
 
 class GraceLayer(nn.Module):
@@ -244,9 +245,9 @@ class MLP(nn.Module):
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         for i, width in enumerate(self.hidden):
             w = self.param(f"w{i}", _normal, (x.shape[-1], width), x.dtype)
-            x = eq.normalized_silu(x @ w / np.sqrt(x.shape[-1]))
+            x = eq.normalized_silu(x @ w / math.sqrt(x.shape[-1]))
         w = self.param("w_out", _normal, (x.shape[-1],), x.dtype)
-        return x @ w / np.sqrt(x.shape[-1])
+        return x @ w / math.sqrt(x.shape[-1])
 
 
 class GraceReadout(nn.Module):
@@ -267,7 +268,7 @@ class GraceReadout(nn.Module):
         n_dens = n_head + n_mlp
         n_inv = inv.shape[1]
         w = self.param("densities", _normal, (len(s.elements), n_inv, n_dens), inv.dtype)
-        rho = jnp.einsum("nv,nvd->nd", inv, w[species]) / np.sqrt(n_inv)  # [n, D]
+        rho = jnp.einsum("nv,nvd->nd", inv, w[species]) / math.sqrt(n_inv)  # [n, D]
         if s.readout in ("fs", "fs_mlp"):
             energy = sum(finnis_sinclair(rho[:, d], m) for d, m in enumerate(s.fs_exponents))
         else:

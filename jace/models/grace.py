@@ -140,12 +140,16 @@ class GraceSpec:
             if not self.fs_exponents or any(not float(m) > 0 for m in self.fs_exponents):
                 raise ValueError(f"model.fs_exponents must be positive numbers, got {list(self.fs_exponents)}")
         if self.readout in ("mlp", "fs_mlp") and int(self.mlp_densities) < 1:
-            raise ValueError(f"model.mlp_densities must be >= 1 for readout {self.readout!r}, got {self.mlp_densities!r}")
+            raise ValueError(
+                f"model.mlp_densities must be >= 1 for readout {self.readout!r}, got {self.mlp_densities!r}"
+            )
         if self.normalisation not in NORMALISATION_KINDS:
             raise ValueError(f"model.normalisation must be one of {NORMALISATION_KINDS}, got {self.normalisation!r}")
         if isinstance(self.avg_num_neighbors, str):
             if self.avg_num_neighbors != "auto":
-                raise ValueError(f"model.avg_num_neighbors must be a number, null or 'auto', got {self.avg_num_neighbors!r}")
+                raise ValueError(
+                    f"model.avg_num_neighbors must be a number, null or 'auto', got {self.avg_num_neighbors!r}"
+                )
         elif self.avg_num_neighbors is not None and not self.avg_num_neighbors > 0:
             raise ValueError(f"model.avg_num_neighbors must be positive, got {self.avg_num_neighbors!r}")
         if not self.zbl_cutoff_scale > 0:
@@ -379,7 +383,8 @@ class GraceModel:
         spec = dict(spec)
         stats = spec.pop("_statistics")
         s = spec_from_dict(spec)
-        return cls(s, arrays["e0"], stats["scale"], stats["shift"], stats["avg_num_neighbors"], _unflatten(arrays), metadata)
+        params = _unflatten(arrays)
+        return cls(s, arrays["e0"], stats["scale"], stats["shift"], stats["avg_num_neighbors"], params, metadata)
 
 
 # ----------------------------------------------------------------------------------------------
