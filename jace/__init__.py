@@ -11,6 +11,8 @@ The public API, importable from the top level (loaded lazily, so ``import jace``
   Files:    save_model, load_model
   Metrics:  compute_metrics
   ASE:      JaceCalculator (ASE calculator), hessian, vibrations, gamma_phonons (second derivatives)
+  JAX-MD:   jax_md_system (a structure + model on JAX-MD's spaces and neighbour lists),
+            observable_loss_and_grad (differentiable simulation); need the ``md`` extra
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ _EXPORTS = {
     "hessian": "jace.interfaces.hessian",
     "vibrations": "jace.interfaces.hessian",
     "gamma_phonons": "jace.interfaces.hessian",
+    "jax_md_system": "jace.interfaces.jax_md",
+    "observable_loss_and_grad": "jace.interfaces.differentiable",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

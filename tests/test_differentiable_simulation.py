@@ -88,7 +88,6 @@ def test_gradient_matches_central_finite_differences(setup):
         shifted = [jax.tree_util.tree_unflatten(tree, [x + s * h * d for x, d in zip(leaves, direction)]) for s in (1, -1)]
         lp, lm = (float(_loss_grad(setup, p, target)[0]) for p in shifted)
         fd = (lp - lm) / (2 * h)
-        print("FD", analytic, fd)
         assert abs(analytic - fd) < 1e-6 * max(abs(fd), 1e-3), (analytic, fd)
 
 
@@ -108,7 +107,6 @@ def test_a_few_gradient_steps_move_the_observable_towards_a_target(setup):
     losses = [h["loss"] for h in history]
     gap0 = abs(history[0]["observable"][0] - float(target[0]))
     gap = abs(history[-1]["observable"][0] - float(target[0]))
-    print("FIT", losses, gap0, gap)
     assert losses[-1] < 0.5 * losses[0] and gap < 0.7 * gap0, (losses, gap0, gap)
 
 
@@ -141,3 +139,23 @@ def test_smooth_rdf_is_one_for_an_ideal_gas_and_peaks_at_the_fcc_bond():
     r = np.linspace(1.5, 5.0, 71)
     g = np.asarray(smooth_rdf(displacement_fn, jnp.asarray(atoms.get_scaled_positions()), r, 0.1, atoms.get_volume()))
     assert abs(r[np.argmax(g)] - 3.61 / np.sqrt(2)) < 0.06
+
+
+def test_neighbour_overflow_during_the_run_is_redone_with_a_bigger_list(setup):
+    """A cluster thrown inwards with a tight list: the run overflows, is redone, and the result is finite."""
+    from ase.cluster import Octahedron
+
+    model, _, _, _ = setup
+    atoms = Octahedron("Cu", 4, cutoff=1, latticeconstant=1.12 * 3.61)  # 38 atoms, expanded by 12 %
+    config = Configuration(atoms.positions, atoms.numbers, np.zeros((3, 3)), [False] * 3, source="cluster")
+    system = from_configuration(model, config, capacity_multiplier=1.0)
+    momenta = -0.02 * (atoms.positions - atoms.positions.mean(axis=0)) * atoms.get_masses()[:, None]
+    nbrs = system.neighbor_fn.allocate(system.positions)
+    loss, grads, aux = observable_loss_and_grad(
+        system, system.potential.params, system.positions, target=0.0, nbrs=nbrs, momenta=jnp.asarray(momenta),
+        n_steps=30, dt=0.2,
+    )
+    assert aux["nbrs"].max_occupancy > nbrs.max_occupancy and not bool(aux["overflow"])
+    assert np.isfinite(float(loss)) and all(np.isfinite(np.asarray(g)).all() for g in jax.tree_util.tree_leaves(grads))
+    # Every atom is Cu: ∂loss/∂E0_Cu = 2 (observable − target) exactly (forces do not depend on E0).
+    np.testing.assert_allclose(float(grads["e0"][0]), 2 * float(aux["observable"]), rtol=1e-9)

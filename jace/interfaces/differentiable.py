@@ -55,11 +55,14 @@ class Trajectory(NamedTuple):
 
     positions: [T, N, 3] in the system's coordinates (fractional or Cartesian).
     potential_energy: [T] eV; kinetic_energy: [T] eV.
+    overflow: [T] bool, True from the step whose neighbour-list update overflowed onwards (the
+      frames from the next step on are NaN: see :func:`jace.interfaces.jax_md.jace_neighbor_list`).
     """
 
     positions: jnp.ndarray
     potential_energy: jnp.ndarray
     kinetic_energy: jnp.ndarray
+    overflow: jnp.ndarray
 
 
 def nve_trajectory(
@@ -102,12 +105,12 @@ def nve_trajectory(
         nb = nb.update(state.position)
         pe = system.energy_fn(state.position, neighbor=nb, params=params)
         ke = quantity.kinetic_energy(momentum=state.momentum, mass=state.mass)
-        return (state, nb), (state.position, pe, ke)
+        return (state, nb), (state.position, pe, ke, jnp.asarray(nb.did_buffer_overflow).astype(bool))
 
     if checkpoint:
         body = jax.checkpoint(body)
-    (state, nb), (pos, pe, ke) = jax.lax.scan(body, (state, nbrs), None, length=int(n_steps))
-    return Trajectory(pos, pe, ke), nb
+    (state, nb), (pos, pe, ke, over) = jax.lax.scan(body, (state, nbrs), None, length=int(n_steps))
+    return Trajectory(pos, pe, ke, over), nb
 
 
 # --------------------------------------------------------------------------------------------------
@@ -185,16 +188,25 @@ def observable_loss(
     """(loss, aux): loss = mean((observable(trajectory) − target)²) of an NVE run; pure, differentiable.
 
     ``observable(traj)`` maps a :class:`Trajectory` (frames after ``burn_in`` steps) to an array;
-    aux = {"observable": value, "overflow": bool array, "nbrs": final list}.
+    aux = {"observable": value, "overflow": bool (the list overflowed: discard the result),
+    "overflow_position": [N, 3] the configuration whose list update overflowed (R0 if none),
+    "nbrs": final list}.
     """
     traj, nb = nve_trajectory(
         system, params, R0, nbrs, dt=dt, n_steps=n_steps, momenta=momenta, key=key, kT=kT, checkpoint=checkpoint
     )
+    over = traj.overflow
+    bad_position = jnp.where(jnp.any(over), traj.positions[jnp.argmax(over)], R0)
     if burn_in:
         traj = jax.tree_util.tree_map(lambda x: x[burn_in:], traj)
     value = observable(traj)
     loss = jnp.mean((value - jnp.asarray(target)) ** 2)
-    return loss, {"observable": value, "overflow": jnp.asarray(nb.did_buffer_overflow).astype(bool), "nbrs": nb}
+    return loss, {
+        "observable": value,
+        "overflow": jnp.any(over),
+        "overflow_position": jax.lax.stop_gradient(bad_position),
+        "nbrs": nb,
+    }
 
 
 class _SystemKey:
@@ -255,10 +267,11 @@ def observable_loss_and_grad(
     fn = _compiled_loss_and_grad(_SystemKey(system), observable, int(n_steps), float(dt), int(burn_in), bool(checkpoint))
     for _ in range(10):
         (loss, aux), grads = fn(params, R0, nbrs, target, momenta, key, kT)
-        if not _overflowed(aux["nbrs"]):
+        if not bool(aux["overflow"]):
             aux = dict(aux, nbrs=nbrs)
             return loss, grads, aux
-        nbrs = _reallocate(system.neighbor_fn, aux["nbrs"], aux["nbrs"].reference_position, grow=1.25)
+        # Sized for the configuration that overflowed, with 25 % to spare; then rebuilt at R0.
+        nbrs = _reallocate(system.neighbor_fn, aux["nbrs"], aux["overflow_position"], grow=1.25, margin=1.25)
         nbrs = nbrs.update(R0)
         if _overflowed(nbrs):
             nbrs = _reallocate(system.neighbor_fn, nbrs, R0)
