@@ -18,6 +18,7 @@ import csv
 import io
 import os
 import time
+import warnings
 from typing import Callable, Optional
 
 import numpy as np
@@ -170,9 +171,11 @@ def run_md(
         return e_pot, e_kin, state.position
 
     t0 = time.perf_counter()
-    state, nbrs, info = run_in_chunks(
-        neighbor_step(apply_fn), state, nbrs, system.neighbor_fn, n_steps, chunk_steps=min(100, n_steps), record=record
-    )
+    with warnings.catch_warnings():  # jax-md's neighbour-list pruning mixes int32/int64 scatters under x64
+        warnings.filterwarnings("ignore", message="scatter inputs have incompatible types", category=FutureWarning)
+        state, nbrs, info = run_in_chunks(
+            neighbor_step(apply_fn), state, nbrs, system.neighbor_fn, n_steps, chunk_steps=min(100, n_steps), record=record
+        )
     jax.block_until_ready(state.position)
     seconds = time.perf_counter() - t0
     e_pot, e_kin, positions = (np.asarray(x) for x in info.records)

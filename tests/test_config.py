@@ -241,7 +241,7 @@ def test_missing_required_keys(tmp_path):
 def test_unknown_model_type_lists_known(tmp_path):
     msg = _error(tmp_path, MINIMAL.replace("model:\n", "model:\n  type: mcae\n"))
     assert "model.type: unknown model type 'mcae' (did you mean 'mace'?)" in msg
-    assert "known model types: ace, botnet, linear_ace, mace, multi_ace, nequip" in msg
+    assert "known model types: ace, botnet, fs-ace, grace, grace-1l, grace-2l, linear_ace, mace, multi_ace, nequip" in msg
     msg = _error(tmp_path, MINIMAL.replace("model:\n", "model:\n  type: linear_aec\n"))
     assert "(did you mean 'linear_ace'?)" in msg
 
