@@ -364,3 +364,20 @@ def test_any_jace_model_multi_ace():
     leaves = [x + 0.3 * jax.random.normal(k, x.shape, x.dtype) for x, k in zip(leaves, keys)]
     net = net.with_params(jax.tree_util.tree_unflatten(tree, leaves))
     _check_against_reference(net, config, from_configuration(net, config))
+
+
+def test_jax_md_and_the_ase_calculator_agree(model, bulk):
+    """The same structure through JAX-MD and through jace's ASE calculator: same energy, forces, stress."""
+    from ase import Atoms
+
+    from jace.interfaces.ase_calculator import JaceCalculator
+
+    config, system = bulk
+    atoms = Atoms(numbers=config.numbers, positions=config.positions, cell=config.cell, pbc=True)
+    atoms.calc = JaceCalculator(model)
+    nbrs = system.neighbor_fn.allocate(system.positions)
+    e, f, s = _efs_fn(system.energy_fn, True)(system.positions, nbrs, system.box)
+    q = system.rotation
+    assert abs(float(e) - atoms.get_potential_energy()) < 1e-10 * abs(float(e))
+    np.testing.assert_allclose(np.asarray(f) @ q, atoms.get_forces(), atol=1e-10)
+    np.testing.assert_allclose(q.T @ np.asarray(s) @ q, atoms.get_stress(voigt=False), atol=1e-10)
