@@ -158,6 +158,8 @@ def run_md(
     from jace.interfaces.jax_md import from_configuration, neighbor_step, run_in_chunks
 
     os.makedirs(out_dir, exist_ok=True)
+    # jax-md's neighbour-list pruning mixes int32/int64 scatters under x64: a FutureWarning, not ours to fix
+    warnings.filterwarnings("ignore", message="scatter inputs have incompatible types", category=FutureWarning)
     system = from_configuration(model, atoms)
     nbrs = system.neighbor_fn.allocate(system.positions)
     kT = K_B * temperature
@@ -171,11 +173,9 @@ def run_md(
         return e_pot, e_kin, state.position
 
     t0 = time.perf_counter()
-    with warnings.catch_warnings():  # jax-md's neighbour-list pruning mixes int32/int64 scatters under x64
-        warnings.filterwarnings("ignore", message="scatter inputs have incompatible types", category=FutureWarning)
-        state, nbrs, info = run_in_chunks(
-            neighbor_step(apply_fn), state, nbrs, system.neighbor_fn, n_steps, chunk_steps=min(100, n_steps), record=record
-        )
+    state, nbrs, info = run_in_chunks(
+        neighbor_step(apply_fn), state, nbrs, system.neighbor_fn, n_steps, chunk_steps=min(100, n_steps), record=record
+    )
     jax.block_until_ready(state.position)
     seconds = time.perf_counter() - t0
     e_pot, e_kin, positions = (np.asarray(x) for x in info.records)
