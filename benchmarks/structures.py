@@ -13,7 +13,8 @@ Structures
     The first ``n`` frames of the same file (``n = 32`` gives 480 atoms in 32 separate graphs).
 ``silicon_cell(n_atoms, seed=1, stdev=0.05)``
     Diamond silicon, lattice constant 5.43 Å, built from the 8-atom conventional cubic cell repeated
-    2×2×2 (64 atoms, edge 10.86 Å) or 4×4×4 (512 atoms, edge 21.72 Å); periodic in all three directions;
+    2×2×2 (64 atoms, edge 10.86 Å), 4×4×4 (512 atoms, edge 21.72 Å) or 8×8×8 (4,096 atoms, edge 43.44 Å);
+    periodic in all three directions;
     every Cartesian coordinate is displaced by an independent normal deviate with standard deviation
     ``stdev`` Å drawn from ``numpy.random.default_rng(seed)``.
 ``carbon_cell(n_atoms, seed=1, stdev=0.05)``
@@ -54,7 +55,7 @@ DEFAULT_DATA_DIR = os.path.normpath(os.path.join(REPO_ROOT, "..", "shared", "dat
 SI_LATTICE = 5.43
 C_LATTICE = 3.567
 # Conventional cubic diamond cell: 8 atoms; repeats giving the supported cell sizes.
-_REPEATS = {64: 2, 512: 4}
+_REPEATS = {64: 2, 512: 4, 4096: 8}
 
 
 def _data_file(data_dir: str | None, *parts: str) -> str:
@@ -109,7 +110,7 @@ def _rattled_diamond(symbol: str, a: float, n_atoms: int, seed: int, stdev: floa
 
 
 def silicon_cell(n_atoms: int = 512, seed: int = 1, stdev: float = 0.05) -> Atoms:
-    """Rattled periodic diamond Si (a = 5.43 Å), 64 (2×2×2) or 512 (4×4×4 conventional cells) atoms."""
+    """Rattled periodic diamond Si (a = 5.43 Å), 64 (2×2×2), 512 (4×4×4) or 4096 (8×8×8 conventional cells) atoms."""
     return _rattled_diamond("Si", SI_LATTICE, n_atoms, seed, stdev)
 
 
