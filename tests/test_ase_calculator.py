@@ -256,3 +256,18 @@ def test_a_file_that_is_not_a_jace_model_is_a_clear_error(tmp_path):
         JaceCalculator(bad)
     with pytest.raises(ModelFileError, match="not found"):
         JaceCalculator(tmp_path / "aseh_missing.jace")
+
+
+def test_calculator_from_a_saved_grace_file_equals_the_model(tmp_path):
+    """GRACE models (two layers: messages between layers) work in the calculator like every other model."""
+    from jace.models.grace import GraceModel
+    from jace.models.grace import preset as grace_preset
+
+    spec = grace_preset("grace-2l", ("Cu", "Au"), cutoff=4.0, radial=RadialSpec(kind="chebyshev", n_max=4, envelope_p=5),
+                        radial_mlp=(8,), embedding_size=3, mlp_densities=2, readout_hidden=(4,), channels=(3, 3),
+                        l_max=(2, 1), correlation=(2, 2), message_l_max=1, message_channels=3)
+    model = GraceModel(spec, e0=[-3.5, -2.1], scale=1.3, shift=0.2, avg_num_neighbors=6.0)
+    model = model.with_params(jax.jit(model.init)(jax.random.PRNGKey(0), _padded(model, _structures()[1])))
+    path = tmp_path / "grace.jace"
+    save_model(path, model)
+    _check_equal_to_model(model, JaceCalculator(str(path)), _structures())
