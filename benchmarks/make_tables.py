@@ -99,7 +99,31 @@ def neighbours_table() -> str:
     return "\n".join(lines) + "\n"
 
 
+def md_throughput_table() -> str:
+    res = _load("md_throughput.json")
+    if not res:
+        return ""
+    lines = [
+        "| structure | atoms | dtype | jax-md steps/s | jax-md atom-steps/s | jace ASE steps/s | mace-torch ASE steps/s "
+        "| mace-torch atom-steps/s | jax-md / mace-torch | jace ASE / mace-torch | jax-md first chunk (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    num = lambda x: f"{x:.1f}" if x >= 10 else f"{x:.2f}"  # noqa: E731
+    for r in res["records"]:
+        j, a, t = r["jax_md"], r["ase"], r.get("mace_torch_ase") or {}
+        ok = "steps_per_s" in t
+        lines.append(
+            f"| {'acac' if r['case'].startswith('acac') else 'Si'} | {r['n_atoms']:,} | {r['dtype']} | {num(j['steps_per_s'])} "
+            f"| {j['atom_steps_per_s']:,.0f} | {num(a['steps_per_s'])} | {num(t['steps_per_s']) if ok else '–'} "
+            f"| {format(t['atom_steps_per_s'], ',.0f') if ok else '–'} "
+            f"| {format(r['ratio_jaxmd_over_torch_steps_per_s'], '.2f') if ok else '–'} "
+            f"| {format(r['ratio_ase_over_torch_steps_per_s'], '.2f') if ok else '–'} | {j['first_chunk_seconds']:.1f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 if __name__ == "__main__":
     print(linear_ace_tables())
     print(throughput_table())
     print(neighbours_table())
+    print(md_throughput_table())
