@@ -20,7 +20,6 @@ ASE calculator and jax-md use it unchanged): ``init(rng, graph) -> params``,
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 from typing import Any, Mapping, Optional, Union
 
@@ -32,11 +31,10 @@ import numpy as np
 
 from jace.basis.angular import safe_norm, spherical_harmonics, unit_vectors
 from jace.basis.radial import radial_basis
-from jace.basis.repulsion import ZBLTable
-from jace.data.graph import SpeciesMap, edge_mask, edge_vectors
+from jace.data.graph import edge_mask, edge_vectors
 from jace.layers.grace import ElementEmbedding, GraceLayer, GraceReadout
 from jace.models.design import RadialSpec
-from jace.models.potential import predict
+from jace.models.neural import NeuralModel
 
 __all__ = [
     "GraceSpec",
@@ -259,7 +257,7 @@ class GraceNetwork(nn.Module):
 # ----------------------------------------------------------------------------------------------
 
 
-class GraceModel:
+class GraceModel(NeuralModel):
     """A graph-ACE potential: spec + data statistics (+ parameters once trained).
 
     Args:
@@ -271,47 +269,16 @@ class GraceModel:
     """
 
     model_type = "grace"
+    display_name = "GRACE"
 
-    def __init__(
-        self,
-        spec: GraceSpec,
-        e0=None,
-        scale: float = 1.0,
-        shift: float = 0.0,
-        avg_num_neighbors: Optional[float] = None,
-        params=None,
-        metadata: Optional[dict] = None,
-    ):
+    def __init__(self, spec: GraceSpec, e0=None, scale: float = 1.0, shift: float = 0.0,
+                 avg_num_neighbors: Optional[float] = None, params=None, metadata: Optional[dict] = None):
         if not isinstance(spec, GraceSpec):
             raise TypeError(f"GraceModel needs a GraceSpec, got {type(spec).__name__}")
-        self.spec = spec
-        self.species = SpeciesMap.from_symbols(spec.elements)
-        self.e0 = np.zeros(len(spec.elements)) if e0 is None else np.asarray(e0, dtype=np.float64).reshape(-1)
-        if self.e0.shape != (len(spec.elements),):
-            raise ValueError(f"e0 needs one value per element {spec.elements}, got shape {self.e0.shape}")
-        if spec.normalisation == "scale_shift":
-            self.scale, self.shift = float(scale), float(shift)
-        else:
-            self.scale, self.shift = 1.0, 0.0
-        if spec.avg_num_neighbors == "auto":
-            if avg_num_neighbors is None:
-                raise ValueError("model.avg_num_neighbors is 'auto': pass the data's average number of neighbours")
-            self.avg_num_neighbors = float(avg_num_neighbors)
-        elif spec.avg_num_neighbors is None:
-            self.avg_num_neighbors = 1.0
-        else:
-            self.avg_num_neighbors = float(spec.avg_num_neighbors)
-        if not self.avg_num_neighbors > 0:
-            raise ValueError(f"avg_num_neighbors must be positive, got {self.avg_num_neighbors!r}")
-        self.network = GraceNetwork(spec, 1.0 / self.avg_num_neighbors)
-        self.params = params
-        self.metadata = dict(metadata or {})
-        self._zbl = ZBLTable(self.species.atomic_numbers, spec.cutoff, spec.zbl_cutoff_scale) if spec.zbl else None
-        self._predict = jax.jit(functools.partial(predict, self.site_energies), static_argnames=("compute_stress",))
+        super().__init__(spec, e0, scale, shift, avg_num_neighbors, params, metadata)
 
-    @property
-    def cutoff(self) -> float:
-        return float(self.spec.cutoff)
+    def _make_network(self, inv_avg_neighbors: float):
+        return GraceNetwork(self.spec, inv_avg_neighbors)
 
     def _inputs(self, graph: jraph.GraphsTuple):
         vec = edge_vectors(graph.nodes["positions"], graph.globals["cell"], graph)
@@ -333,58 +300,16 @@ class GraceModel:
             tree, [flat[a:b].reshape(x.shape).astype(x.dtype) for a, b, x in zip(starts[:-1], starts[1:], leaves)]
         )
 
-    def learned_energies(self, params, graph: jraph.GraphsTuple) -> jnp.ndarray:
-        """ε_i per node [n_nodes], before E0, scale, shift and ZBL."""
-        return self.network.apply({"params": params}, *self._inputs(graph))
-
-    def site_energies(self, params, graph: jraph.GraphsTuple) -> jnp.ndarray:
-        """[n_nodes] site energies E_i = E0(z_i) + shift + scale · ε_i (+ ½ Σ_j V_ZBL(r_ij)), eV."""
-        species, vec, senders, receivers, mask_e = self._inputs(graph)
-        out = self.network.apply({"params": params}, species, vec, senders, receivers, mask_e)
-        e = jnp.asarray(self.e0, out.dtype)[species] + self.shift + self.scale * out
-        if self._zbl is not None:
-            e = e + self._zbl.site_energies(vec, species, senders, receivers, mask_e, species.shape[0])
-        return e
-
-    site_energy_fn = site_energies  # the name linear ACE uses
-
-    def predict_graph(self, graph: jraph.GraphsTuple, compute_stress: bool = True, params=None):
-        p = self.params if params is None else params
-        if p is None:
-            raise ValueError("this model has no parameters yet: train it or call init")
-        return self._predict(p, graph, compute_stress=compute_stress)
-
     def evaluate(self, configs, batch_size: int = 16):
         """(energies, forces, stresses) of every configuration; see :func:`evaluate`."""
         return evaluate(self, configs, batch_size)
 
-    def n_params(self, params=None) -> int:
-        p = self.params if params is None else params
-        return int(sum(np.size(x) for x in jax.tree_util.tree_leaves(p)))
-
-    def with_params(self, params) -> "GraceModel":
-        return GraceModel(self.spec, self.e0, self.scale, self.shift, self.avg_num_neighbors, params, self.metadata)
-
-    # -- safe serialisation protocol (jace.models.io) ------------------------------------------
-    def to_state(self):
-        from jace.models.multi_ace import _flatten
-
-        if self.params is None:
-            raise ValueError("cannot save a GRACE model without parameters")
-        spec = spec_to_dict(self.spec)
-        spec["_statistics"] = {"scale": self.scale, "shift": self.shift, "avg_num_neighbors": self.avg_num_neighbors}
-        arrays = {"e0": self.e0, **_flatten(jax.device_get(self.params))}
-        return spec, arrays, {**self.metadata, "n_params": self.n_params()}
+    def _spec_to_dict(self) -> dict:
+        return spec_to_dict(self.spec)
 
     @classmethod
-    def from_state(cls, spec: dict, arrays: dict, metadata: dict):
-        from jace.models.multi_ace import _unflatten
-
-        spec = dict(spec)
-        stats = spec.pop("_statistics")
-        s = spec_from_dict(spec)
-        params = _unflatten(arrays)
-        return cls(s, arrays["e0"], stats["scale"], stats["shift"], stats["avg_num_neighbors"], params, metadata)
+    def _spec_from_dict(cls, d: dict) -> GraceSpec:
+        return spec_from_dict(d)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -16,7 +16,6 @@ The model object follows the contract used by training, evaluation and the inter
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 from typing import Any, Mapping, Optional
 
@@ -31,7 +30,7 @@ from jace.basis.radial import pair_r0_table, radial_basis
 from jace.data.graph import SpeciesMap, edge_mask, edge_vectors
 from jace.layers.multi_ace import MultiACELayer
 from jace.models.design import MultiACESpec, RadialSpec
-from jace.models.potential import predict
+from jace.models.neural import NeuralModel
 
 # ----------------------------------------------------------------------------------------------
 # The named points of the design space
@@ -136,23 +135,7 @@ class MultiACENetwork(nn.Module):
 # ----------------------------------------------------------------------------------------------
 
 
-def _flatten(params, prefix="params") -> dict[str, np.ndarray]:
-    """Parameter pytree → {"params/layer_0/radial/w0": array} for the model file."""
-    from flax.traverse_util import flatten_dict
-
-    return {f"{prefix}/{k}": np.asarray(v) for k, v in flatten_dict(params, sep="/").items()}
-
-
-def _unflatten(arrays: Mapping[str, np.ndarray], prefix="params") -> dict:
-    """Inverse of ``_flatten`` (other entries of ``arrays``, such as "e0", are ignored)."""
-    from flax.traverse_util import unflatten_dict
-
-    n = len(prefix) + 1
-    flat = {k[n:]: jnp.asarray(v) for k, v in arrays.items() if k.startswith(prefix + "/")}
-    return unflatten_dict(flat, sep="/")
-
-
-class MultiACEModel:
+class MultiACEModel(NeuralModel):
     """A multi-ACE potential: spec + data statistics (+ parameters once trained).
 
     Args:
@@ -161,53 +144,24 @@ class MultiACEModel:
       scale, shift: E_i = E0 + shift + scale · (learned part) for normalisation "scale_shift"; eV.
       avg_num_neighbors: the data's mean number of neighbours (used when the spec says "auto").
       params: trained parameters (optional; ``init`` makes fresh ones).
+
+    Site energies, derivatives, ``predict_graph``, ``with_params`` and the file protocol come from
+    :class:`jace.models.neural.NeuralModel`.
     """
 
     model_type = "multi_ace"
+    display_name = "multi-ACE"
 
-    def __init__(
-        self,
-        spec: MultiACESpec,
-        e0=None,
-        scale: float = 1.0,
-        shift: float = 0.0,
-        avg_num_neighbors: Optional[float] = None,
-        params=None,
-        metadata: Optional[dict] = None,
-    ):
-        self.spec = spec
-        self.species = SpeciesMap.from_symbols(spec.elements)
-        self.e0 = np.zeros(len(spec.elements)) if e0 is None else np.asarray(e0, dtype=np.float64).reshape(-1)
-        if self.e0.shape != (len(spec.elements),):
-            raise ValueError(f"e0 needs one value per element {spec.elements}, got shape {self.e0.shape}")
-        if spec.normalisation == "scale_shift":
-            self.scale, self.shift = float(scale), float(shift)
-        else:
-            self.scale, self.shift = 1.0, 0.0
-        if spec.avg_num_neighbors == "auto":
-            if avg_num_neighbors is None:
-                raise ValueError("model.avg_num_neighbors is 'auto': pass the data's average number of neighbours")
-            self.avg_num_neighbors = float(avg_num_neighbors)
-        elif spec.avg_num_neighbors is None:
-            self.avg_num_neighbors = 1.0
-        else:
-            self.avg_num_neighbors = float(spec.avg_num_neighbors)
-        self.network = MultiACENetwork(spec, 1.0 / self.avg_num_neighbors)
-        self.params = params
-        self.metadata = dict(metadata or {})
+    def __init__(self, spec: MultiACESpec, e0=None, scale: float = 1.0, shift: float = 0.0,
+                 avg_num_neighbors: Optional[float] = None, params=None, metadata: Optional[dict] = None):
         self._r0 = (
-            pair_r0_table(self.species.atomic_numbers, spec.radial.r0_scale) if spec.radial.transform == "agnesi" else None
+            pair_r0_table(SpeciesMap.from_symbols(spec.elements).atomic_numbers, spec.radial.r0_scale)
+            if spec.radial.transform == "agnesi" else None
         )
-        self._zbl = None
-        if getattr(spec, "zbl", False):
-            from jace.basis.repulsion import ZBLTable
+        super().__init__(spec, e0, scale, shift, avg_num_neighbors, params, metadata)
 
-            self._zbl = ZBLTable(self.species.atomic_numbers, spec.cutoff, spec.zbl_cutoff_scale)
-        self._predict = jax.jit(functools.partial(predict, self.site_energies), static_argnames=("compute_stress",))
-
-    @property
-    def cutoff(self) -> float:
-        return float(self.spec.cutoff)
+    def _make_network(self, inv_avg_neighbors: float):
+        return MultiACENetwork(self.spec, inv_avg_neighbors)
 
     def _inputs(self, graph: jraph.GraphsTuple):
         vec = edge_vectors(graph.nodes["positions"], graph.globals["cell"], graph)
@@ -217,56 +171,12 @@ class MultiACEModel:
             r0 = jnp.asarray(self._r0, vec.dtype)[species[graph.receivers], species[graph.senders]]
         return species, vec, graph.senders, graph.receivers, edge_mask(graph), r0
 
-    def init(self, rng, graph: jraph.GraphsTuple):
-        """Fresh parameters (dtype of the graph's positions)."""
-        return self.network.init(rng, *self._inputs(graph))["params"]
-
-    def learned_energies(self, params, graph: jraph.GraphsTuple) -> jnp.ndarray:
-        """Σ_t readout_t per node [n_nodes], before E0, scale and shift."""
-        return self.network.apply({"params": params}, *self._inputs(graph))
-
-    def site_energies(self, params, graph: jraph.GraphsTuple) -> jnp.ndarray:
-        """[n_nodes] site energies E_i = E0(z_i) + shift + scale · Σ_t readout_t (+ ½ Σ_j V_ZBL(r_ij)), eV."""
-        inputs = self._inputs(graph)
-        out = self.network.apply({"params": params}, *inputs)
-        species, vec, senders, receivers, mask_e, _ = inputs
-        e = jnp.asarray(self.e0, out.dtype)[species] + self.shift + self.scale * out
-        if self._zbl is not None:
-            e = e + self._zbl.site_energies(vec, species, senders, receivers, mask_e, species.shape[0])
-        return e
-
-    site_energy_fn = site_energies  # the name linear ACE uses
-
-    def predict_graph(self, graph: jraph.GraphsTuple, compute_stress: bool = True, params=None):
-        p = self.params if params is None else params
-        if p is None:
-            raise ValueError("this model has no parameters yet: train it or call init")
-        return self._predict(p, graph, compute_stress=compute_stress)
-
-    def n_params(self, params=None) -> int:
-        p = self.params if params is None else params
-        return int(sum(np.size(x) for x in jax.tree_util.tree_leaves(p)))
-
-    def with_params(self, params) -> "MultiACEModel":
-        m = MultiACEModel(self.spec, self.e0, self.scale, self.shift, self.avg_num_neighbors, params, self.metadata)
-        return m
-
-    # -- safe serialisation protocol (jace.models.io) ------------------------------------------
-    def to_state(self):
-        if self.params is None:
-            raise ValueError("cannot save a multi-ACE model without parameters")
-        spec = spec_to_dict(self.spec)
-        spec["_statistics"] = {"scale": self.scale, "shift": self.shift, "avg_num_neighbors": self.avg_num_neighbors}
-        arrays = {"e0": self.e0, **_flatten(jax.device_get(self.params))}
-        return spec, arrays, {**self.metadata, "n_params": self.n_params()}
+    def _spec_to_dict(self) -> dict:
+        return spec_to_dict(self.spec)
 
     @classmethod
-    def from_state(cls, spec: dict, arrays: dict, metadata: dict):
-        spec = dict(spec)
-        stats = spec.pop("_statistics")
-        s = spec_from_dict(spec)
-        params = _unflatten(arrays)
-        return cls(s, arrays["e0"], stats["scale"], stats["shift"], stats["avg_num_neighbors"], params, metadata)
+    def _spec_from_dict(cls, d: dict) -> MultiACESpec:
+        return spec_from_dict(d)
 
 
 # ----------------------------------------------------------------------------------------------
