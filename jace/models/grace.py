@@ -20,7 +20,6 @@ ASE calculator and jax-md use it unchanged): ``init(rng, graph) -> params``,
 from __future__ import annotations
 
 import dataclasses
-import json
 from typing import Any, Mapping, Optional, Union
 
 import flax.linen as nn
@@ -34,7 +33,7 @@ from jace.basis.radial import radial_basis
 from jace.data.graph import edge_mask, edge_vectors
 from jace.layers.grace import ElementEmbedding, GraceLayer, GraceReadout
 from jace.models.design import RadialSpec
-from jace.models.neural import NeuralModel
+from jace.models.neural import NeuralModel, spec_to_json_dict
 
 __all__ = [
     "GraceSpec",
@@ -343,12 +342,7 @@ def energy_forces_fn(model: GraceModel, image_sets=None):
 
 
 def spec_to_dict(spec: GraceSpec) -> dict:
-    d = dataclasses.asdict(spec)
-    d["radial"] = dataclasses.asdict(spec.radial)
-    for k, v in d.items():
-        if isinstance(v, tuple):
-            d[k] = list(v)
-    return json.loads(json.dumps(d))
+    return spec_to_json_dict(spec)
 
 
 def spec_from_dict(d: Mapping[str, Any]) -> GraceSpec:

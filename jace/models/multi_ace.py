@@ -15,8 +15,6 @@ The model object follows the contract used by training, evaluation and the inter
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from typing import Any, Mapping, Optional
 
 import flax.linen as nn
@@ -30,7 +28,7 @@ from jace.basis.radial import pair_r0_table, radial_basis
 from jace.data.graph import SpeciesMap, edge_mask, edge_vectors
 from jace.layers.multi_ace import MultiACELayer
 from jace.models.design import MultiACESpec, RadialSpec
-from jace.models.neural import NeuralModel
+from jace.models.neural import NeuralModel, spec_to_json_dict
 
 # ----------------------------------------------------------------------------------------------
 # The named points of the design space
@@ -295,12 +293,7 @@ def energy_forces_fn(model: "MultiACEModel", image_sets=None):
 
 
 def spec_to_dict(spec: MultiACESpec) -> dict:
-    d = dataclasses.asdict(spec)
-    d["radial"] = dataclasses.asdict(spec.radial)
-    for k, v in d.items():
-        if isinstance(v, tuple):
-            d[k] = list(v)
-    return json.loads(json.dumps(d))
+    return spec_to_json_dict(spec)
 
 
 def spec_from_dict(d: Mapping[str, Any]) -> MultiACESpec:

@@ -27,7 +27,17 @@ import numpy as np
 from jace.data.graph import SpeciesMap
 from jace.models.potential import predict
 
-__all__ = ["NeuralModel", "flatten_params", "unflatten_params"]
+__all__ = ["NeuralModel", "flatten_params", "unflatten_params", "spec_to_json_dict"]
+
+
+def spec_to_json_dict(spec) -> dict:
+    """A spec dataclass (with a nested ``radial`` RadialSpec) as plain JSON types, tuples as lists."""
+    import dataclasses
+    import json
+
+    d = dataclasses.asdict(spec)
+    d["radial"] = dataclasses.asdict(spec.radial)
+    return json.loads(json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}))
 
 
 def flatten_params(params, prefix: str = "params") -> dict[str, np.ndarray]:
