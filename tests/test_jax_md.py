@@ -159,7 +159,9 @@ def test_small_triclinic_cells_need_images_and_match_jace(model):
     system = from_configuration(model, config)
     assert system.uses_images
     nbrs = _check_against_reference(model, config, system)
-    assert isinstance(nbrs, ImageNeighborList) and nbrs.update(system.positions) is nbrs
+    assert isinstance(nbrs, ImageNeighborList) and nbrs.max_occupancy < nbrs.n_candidates  # compacted
+    again = nbrs.update(system.positions)  # recounted at the same positions: still fits
+    assert not bool(again.did_buffer_overflow) and again.max_occupancy == nbrs.max_occupancy
     # The translations cover this cell; shrunk by 40 % through box= they no longer do: NaN, not a wrong number.
     shrunk = system.box * 0.6
     need = np.ceil(CUTOFF / perpendicular_widths(np.asarray(shrunk)) + 0.5)
@@ -178,6 +180,63 @@ def test_small_triclinic_cells_need_images_and_match_jace(model):
     assert sys2.uses_images
     np.testing.assert_allclose(sys2.rotation, np.eye(3))
     _check_against_reference(model, pc, sys2)
+
+
+def _small_fcc(rng, rattle=0.05):
+    """32 atoms of Cu–Au fcc in a cubic 7.22 Å cell (widths < 2 × cutoff: the image list)."""
+    from ase.build import bulk as ase_bulk
+
+    atoms = ase_bulk("Cu", "fcc", a=A_CU, cubic=True).repeat(2)
+    numbers = np.where(rng.uniform(size=len(atoms)) < 0.25, 79, 29)
+    pos = atoms.positions + rng.normal(0, rattle, (len(atoms), 3))
+    return Configuration(pos, numbers, atoms.cell[:], [True] * 3, source="small fcc")
+
+
+def test_image_list_capacity_is_close_to_the_true_edge_count(model):
+    """The model sees about as many edges as matscipy finds, not every (pair, image) candidate."""
+    from jace.data.neighbours import neighbour_list
+
+    config = _small_fcc(np.random.default_rng(11))
+    system = from_configuration(model, config)
+    assert system.uses_images
+    nbrs = system.neighbor_fn.allocate(system.positions)
+    n_true = len(neighbour_list(config.positions, config.cell, config.pbc, CUTOFF)[0])
+    assert n_true <= nbrs.max_occupancy <= int(np.ceil(1.25 * n_true))  # default capacity_multiplier 1.25
+    assert nbrs.n_candidates > 50 * nbrs.max_occupancy
+    bigger = system.neighbor_fn.allocate(system.positions, extra_capacity=2)
+    assert bigger.max_occupancy == nbrs.max_occupancy + 2 * config.n_atoms
+    _check_against_reference(model, config, system)
+
+
+def test_image_list_overflow_is_detected_and_reallocated(model):
+    """Compress a small cell by 13 % (through box=): the 4th shell enters, more edges than the tight capacity."""
+    config = _small_fcc(np.random.default_rng(12), rattle=0.02)
+    system = from_configuration(model, config, capacity_multiplier=1.0, image_margin=1.0)
+    R = system.positions
+    nbrs = system.neighbor_fn.allocate(R)
+    box = system.box * 0.87
+    need = np.ceil(CUTOFF / perpendicular_widths(np.asarray(box)) + 0.5)
+    assert (need <= np.asarray(nbrs.images)).all()  # the margin covers the compressed cell
+    efs = _efs_fn(system.energy_fn, True)
+    # Not updated: the energy itself counts the edges and refuses; updated: the list says so too.
+    e_bad, f_bad, _ = efs(R, nbrs, box)
+    assert np.isnan(float(e_bad)) and np.isnan(np.asarray(f_bad)).all()
+    stale = nbrs.update(R, box=box)
+    assert bool(stale.did_buffer_overflow)
+    assert np.isnan(float(efs(R, stale, box)[0]))
+    fresh, reallocated = update_or_reallocate(system.neighbor_fn, nbrs, R, box=box)
+    assert reallocated and fresh.max_occupancy > nbrs.max_occupancy and not bool(fresh.did_buffer_overflow)
+    e, f, s = efs(R, fresh, box)
+    q = system.rotation
+    cell = np.asarray(box).T @ q
+    compressed = Configuration(np.asarray(R) @ np.asarray(box).T @ q, config.numbers, cell, config.pbc)
+    e0, f0, s0 = _reference(model, compressed)
+    assert abs(float(e) - e0) < 1e-10 * abs(e0)
+    np.testing.assert_allclose(np.asarray(f) @ q, f0, atol=1e-10)
+    np.testing.assert_allclose(q.T @ np.asarray(s) @ q, s0, atol=1e-10)
+    assert np.abs(f0).max() > 1e-3
+    same, again = update_or_reallocate(system.neighbor_fn, fresh, R, box=box)
+    assert not again and same.max_occupancy == fresh.max_occupancy
 
 
 def test_minimum_image_mode_refuses_small_cells_and_flags_shrunk_boxes(model, bulk):
