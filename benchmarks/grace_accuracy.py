@@ -151,6 +151,37 @@ def run_dataset(name: str, files: dict, models, epochs: int, seed: int, precisio
     return rows
 
 
+def steps_to_reach(dataset: str, models, seed: int, reference: str = "mace") -> dict:
+    """From the runs' metrics.csv (validation every epoch): for every model, the first step at which its
+    validation force RMSE and energy-per-atom RMSE are at or below the reference model's final ones
+    (None if never). The sample-efficiency side of "speed at equal accuracy"."""
+    import csv
+
+    def curve(model):
+        path = os.path.join(WORK, dataset, f"{model},seed={seed}", "metrics.csv")
+        if not os.path.isfile(path):
+            return []
+        with open(path, encoding="utf-8") as fh:
+            return [r for r in csv.DictReader(fh) if r.get("forces_rmse_meV_per_A")]
+
+    ref = curve(reference)
+    if not ref:
+        return {}
+    f_ref = float(ref[-1]["forces_rmse_meV_per_A"])
+    e_ref = float(ref[-1]["energy_per_atom_rmse_meV"])
+    out = {"reference": reference, "reference_valid_forces_rmse_meV_per_A": f_ref,
+           "reference_valid_energy_per_atom_rmse_meV": e_ref, "models": {}}
+    for m in models:
+        rows = curve(m)
+        first_f = next((int(r["step"]) for r in rows if float(r["forces_rmse_meV_per_A"]) <= f_ref), None)
+        first_fe = next((int(r["step"]) for r in rows if float(r["forces_rmse_meV_per_A"]) <= f_ref
+                         and float(r["energy_per_atom_rmse_meV"]) <= e_ref), None)
+        out["models"][m] = {"final_step": int(rows[-1]["step"]) if rows else None,
+                            "final_valid_forces_rmse_meV_per_A": float(rows[-1]["forces_rmse_meV_per_A"]) if rows else None,
+                            "first_step_forces_at_reference": first_f, "first_step_forces_and_energy_at_reference": first_fe}
+    return out
+
+
 def _f(x, digits=1):
     return "—" if x is None or not np.isfinite(x) else f"{x:.{digits}f}"
 
@@ -320,10 +351,20 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=9, help="--speed: round-robin rounds (median reported)")
     p.add_argument("--max-load", type=float, default=1.5, help="--speed: wait for a 1-minute load average below this")
     p.add_argument("--max-wait", type=float, default=600.0, help="--speed: … for at most this many seconds")
+    p.add_argument("--summarise", action="store_true", help="only recompute the steps-to-reach summary of "
+                   "the finished runs in --work into --out")
     args = p.parse_args(argv)
     WORK = os.path.abspath(args.work)
     if args.speed:
         return run_speed(args)
+    if args.summarise:
+        with open(args.out, encoding="utf-8") as fh:
+            out = json.load(fh)
+        out["steps_to_reach_mace"] = {d: steps_to_reach(d, args.models.split(","), args.seed) for d in out["datasets"]}
+        with open(args.out, "w", encoding="utf-8") as fh:
+            json.dump(out, fh, indent=1)
+        print(json.dumps(out["steps_to_reach_mace"], indent=1))
+        return 0
     epochs = dict(DEFAULT_EPOCHS)
     for item in args.epochs:
         k, _, v = item.partition("=")
@@ -357,9 +398,12 @@ def main(argv=None) -> int:
                           "sweep": sweep_mapping(name, files, models, epochs[name], args.seed, args.precision)}
         order = {d: i for i, d in enumerate(["acac", "si", "mo"])}
         rows.sort(key=lambda r: (order.get(r["dataset"], 9), models.index(r["model"]) if r["model"] in models else 9))
+        steps = dict(previous.get("steps_to_reach_mace", {}))
+        steps[name] = steps_to_reach(name, models, args.seed)
         out = {"benchmark": "grace_accuracy", "command": " ".join(["python"] + [os.path.relpath(sys.argv[0])] + sys.argv[1:]),
                "precision": args.precision, "seed": args.seed, "models": MODELS, "published": PUBLISHED,
-               "datasets": datasets, "rows": rows, "platform": platform.platform(), "cpus": os.cpu_count()}
+               "datasets": datasets, "rows": rows, "steps_to_reach_mace": steps,
+               "platform": platform.platform(), "cpus": os.cpu_count()}
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         with open(args.out, "w", encoding="utf-8") as fh:
             json.dump(out, fh, indent=1)
