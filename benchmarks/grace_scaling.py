@@ -28,6 +28,8 @@ and independent of other processes. Fits:
 * the edge-dependent part alone: the same 256 atoms in a box so dilute (a = 40 Å) that they have
   (almost) no neighbours are timed too; their time (and flops, memory) is the per-atom work (products,
   readout), and (time − that) ∝ edges^a is fitted (a = 1: the work per edge is constant);
+* the edge part per edge, (time − dilute time) / edges, at every density, and its exponent over the
+  densities with at least 20 neighbours per atom (small arrays use the cores less well);
 * time ∝ layers^a over 1–4 and over 2–4 layers, and time = t_0 + c_layer · layers (c_layer: the
   cost of one more layer; the residuals say how straight the line is);
 * the added layers alone: (time(T) − time(1)) ∝ (T − 1)^a for T = 2–4. The first layer is cheaper
@@ -164,6 +166,10 @@ def fits(neigh, layers, dilute):
         "flops_minus_dilute_vs_edges_exponent": loglog(e, [x - dilute["flops"] for x in fl]),
         "memory_minus_dilute_vs_edges_exponent": loglog(e, [x - dilute["memory_bytes"] for x in m]),
         "dilute_share_of_time": [dilute["median_s"] / x for x in t],
+        # the edge part per edge (µs): constant when the cost is linear in the edges
+        "edge_part_us_per_edge": [1e6 * (x - dilute["median_s"]) / n for x, n in zip(t, e)],
+        "time_minus_dilute_vs_edges_exponent_from_20_per_atom": loglog(
+            [x for x, k in zip(e, nb) if k >= 20], [x - dilute["median_s"] for x, k in zip(t, nb) if k >= 20]),
         "time_line_edges": {"t0_s": t0, "s_per_edge": c_edge, "max_rel_residual": res_e,
                             "edge_share_at_min": c_edge * e[0] / t[0], "edge_share_at_max": c_edge * e[-1] / t[-1]},
         "time_vs_layers_exponent": loglog(L, tl),
