@@ -3,7 +3,8 @@
 For each preset (grace-1l, grace-2l at their default sizes) two models that differ only in their element
 list, 4 elements (Cu, Au, H, O) and 89 (H … Ac), evaluate energy + forces of the same periodic Cu–Au
 cell. Reported per model: parameters, XLA's flop count of the compiled energy + forces program, and
-the median wall time of the jitted call (after one warm-up call). Chemistry enters GRACE only through
+the median wall time of the jitted call (all models compiled and warmed up first, then timed round
+robin, one call of each per round). Chemistry enters GRACE only through
 an embedding table and element-dependent density weights, both gathered per atom, so flops and time
 should be the same and the parameter counts differ by (89 − 4) × (embedding size + invariants × densities).
 
@@ -25,7 +26,7 @@ import numpy as np
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=3, help="edge repeats of the conventional fcc cell")
-    ap.add_argument("--calls", type=int, default=10, help="timed calls per model (median reported)")
+    ap.add_argument("--calls", type=int, default=21, help="timed rounds (median reported)")
     ap.add_argument("--float32", action="store_true")
     ap.add_argument("--presets", default="grace-1l,grace-2l")
     ap.add_argument("--out", default=None, help="JSON file for the results")
@@ -49,7 +50,7 @@ def main(argv=None) -> int:
     config = Configuration(atoms.positions, atoms.numbers, atoms.cell[:], atoms.pbc)
     dtype = np.float32 if args.float32 else np.float64
 
-    rows = []
+    rows, calls = [], []
     for name in args.presets.split(","):
         for elements in (("Cu", "Au", "H", "O"), tuple(chemical_symbols[1:90])):
             spec = preset(name, elements)
@@ -61,20 +62,24 @@ def main(argv=None) -> int:
             fn = jax.jit(lambda p, g: predict(model.site_energies, p, g, compute_stress=False)[:2])
             compiled = fn.lower(params, g).compile()
             flops = float(compiled.cost_analysis()["flops"])
-            jax.block_until_ready(fn(params, g))
-            times = []
-            for _ in range(args.calls):
-                t0 = time.perf_counter()
-                jax.block_until_ready(fn(params, g))
-                times.append(time.perf_counter() - t0)
+            jax.block_until_ready(compiled(params, g))
             row = {
                 "preset": name, "n_elements": len(elements), "n_atoms": len(atoms), "n_edges": int(g.n_edge[0]),
-                "n_params": model.n_params(params), "flops": flops, "median_ms": 1e3 * float(np.median(times)),
+                "n_params": model.n_params(params), "flops": flops, "times_ms": [],
             }
             rows.append(row)
-            print(json.dumps(row), flush=True)
+            calls.append(lambda c=compiled, p=params, g=g: jax.block_until_ready(c(p, g)))
+    # round robin: every round times every model once, so load changes hit all models alike
+    for _ in range(args.calls):
+        for row, call in zip(rows, calls):
+            t0 = time.perf_counter()
+            call()
+            row["times_ms"].append(1e3 * (time.perf_counter() - t0))
+    for row in rows:
+        row["median_ms"] = float(np.median(row["times_ms"]))
+        print(json.dumps({k: v for k, v in row.items() if k != "times_ms"}), flush=True)
     out = {"device": str(jax.devices()[0]), "platform": platform.platform(), "dtype": np.dtype(dtype).name,
-           "rows": rows}
+           "calls": args.calls, "loadavg_end": os.getloadavg()[0], "rows": rows}
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         with open(args.out, "w") as fh:
