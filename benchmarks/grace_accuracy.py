@@ -34,6 +34,9 @@ import time
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from bench_timing import round_robin, wait_for_quiet  # noqa: E402
+
 WORK = os.path.join(HERE, "_work", "grace_accuracy")  # --work changes it
 
 CUTOFF = 5.0
@@ -234,7 +237,6 @@ def speed_case(case: str, dtype: str, data_dir: str, models, rounds: int) -> dic
     """Energy + forces time of every model on one case: compile all, then ``rounds`` round-robin rounds."""
     import jax
 
-    sys.path.insert(0, HERE)
     from multi_ace_vs_mace_torch import frames_for
 
     from jace.data.configuration import Configuration
@@ -267,13 +269,10 @@ def speed_case(case: str, dtype: str, data_dir: str, models, rounds: int) -> dic
         rec["models"][name] = {"n_atoms": n_node, "n_edges": n_edge, "n_params": model.n_params(params),
                                "flops": float(cost.get("flops", float("nan"))), "compile_s": compile_s,
                                "times_s": [], "loadavg": []}
-    for _ in range(rounds):
-        for name, call in calls.items():
-            t0 = time.perf_counter()
-            call()
-            rec["models"][name]["times_s"].append(time.perf_counter() - t0)
-            rec["models"][name]["loadavg"].append(os.getloadavg()[0])
-    for r in rec["models"].values():
+    times, loads = round_robin(list(calls.values()), rounds)
+    for name, ts, ls in zip(calls, times, loads):
+        r = rec["models"][name]
+        r["times_s"], r["loadavg"] = ts, ls
         r["median_s"] = float(np.median(r["times_s"]))
     ref = rec["models"].get("mace")
     if ref:
@@ -321,14 +320,6 @@ def run_speed(args) -> int:
         fh.write(md + "\n")
     print(md)
     return 0
-
-
-def wait_for_quiet(max_load: float, max_wait_s: float):
-    """Poll the 1-minute load average until it is below max_load (at most max_wait_s): (load, waited s)."""
-    t0 = time.time()
-    while os.getloadavg()[0] >= max_load and time.time() - t0 < max_wait_s:
-        time.sleep(15)
-    return os.getloadavg()[0], time.time() - t0
 
 
 def main(argv=None) -> int:

@@ -18,9 +18,12 @@ import argparse
 import json
 import os
 import platform
-import time
+import sys
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_timing import round_robin  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -70,12 +73,9 @@ def main(argv=None) -> int:
             rows.append(row)
             calls.append(lambda c=compiled, p=params, g=g: jax.block_until_ready(c(p, g)))
     # round robin: every round times every model once, so load changes hit all models alike
-    for _ in range(args.calls):
-        for row, call in zip(rows, calls):
-            t0 = time.perf_counter()
-            call()
-            row["times_ms"].append(1e3 * (time.perf_counter() - t0))
-    for row in rows:
+    times, _ = round_robin(calls, args.calls)
+    for row, ts in zip(rows, times):
+        row["times_ms"] = [1e3 * t for t in ts]
         row["median_ms"] = float(np.median(row["times_ms"]))
         print(json.dumps({k: v for k, v in row.items() if k != "times_ms"}), flush=True)
     out = {"device": str(jax.devices()[0]), "platform": platform.platform(), "dtype": np.dtype(dtype).name,

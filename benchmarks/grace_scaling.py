@@ -52,6 +52,9 @@ import time
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_timing import round_robin, wait_for_quiet  # noqa: E402
+
 LATTICE = (5.2, 4.8, 4.4, 4.1, 3.8, 3.61, 3.4, 3.2, 3.05, 2.9)
 DILUTE = 40.0  # lattice constant of the reference point without neighbours (per-atom work only)
 LAYERS = (1, 2, 3, 4)
@@ -78,14 +81,6 @@ def cell(a, seed=0, rattle=0.15):
     atoms.set_cell(np.eye(3) * 4 * a)
     atoms.set_scaled_positions(frac % 1.0)
     return atoms
-
-
-def wait_for_quiet(max_load, max_wait_s):
-    """Poll the 1-minute load average until it is below max_load (at most max_wait_s); returns it."""
-    t0 = time.time()
-    while os.getloadavg()[0] >= max_load and time.time() - t0 < max_wait_s:
-        time.sleep(15)
-    return os.getloadavg()[0], time.time() - t0
 
 
 def prepare(model, atoms):
@@ -119,13 +114,9 @@ def prepare(model, atoms):
 
 def timed_rounds(points, rounds):
     """Round robin: every round calls every point's program once; fills times_s and loadavg."""
-    for _ in range(rounds):
-        for rec, call in points:
-            t0 = time.perf_counter()
-            call()
-            rec["times_s"].append(time.perf_counter() - t0)
-            rec["loadavg"].append(os.getloadavg()[0])
-    for rec, _ in points:
+    times, loads = round_robin([call for _, call in points], rounds)
+    for (rec, _), ts, ls in zip(points, times, loads):
+        rec["times_s"], rec["loadavg"] = ts, ls
         rec["median_s"] = float(np.median(rec["times_s"]))
         rec["min_s"] = float(np.min(rec["times_s"]))
         rec["spread"] = float(np.percentile(rec["times_s"], 75) / np.percentile(rec["times_s"], 25) - 1)

@@ -38,6 +38,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+from bench_timing import time_dynamics  # noqa: E402
 HP = {"channels": 32, "l_max": 2, "correlation": 3, "layers": 2, "hidden_l_max": 1, "n_rad": 8, "cutoff": 5.0,
       "envelope_p": 5, "radial_mlp": [64, 64, 64]}
 TORCH_PY = os.path.join(HERE, "_work", "torch-venv", "bin", "python")
@@ -121,13 +122,7 @@ def ase_run(model, atoms, dtype, steps):
 
     atoms = atoms.copy()
     atoms.calc = JaceCalculator(model, dtype=dtype)
-    dyn = VelocityVerlet(atoms, DT_FS * units.fs)
-    t0 = time.perf_counter()
-    dyn.run(2)
-    warm = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    dyn.run(steps)
-    seconds = time.perf_counter() - t0
+    warm, seconds = time_dynamics(VelocityVerlet(atoms, DT_FS * units.fs), steps)
     return {"implementation": "jace ASE calculator", "steps": steps, "seconds": seconds, "warmup_seconds": warm,
             "steps_per_s": steps / seconds, "atom_steps_per_s": steps * len(atoms) / seconds,
             "compilations": atoms.calc.n_compilations, "loadavg": os.getloadavg()[0]}

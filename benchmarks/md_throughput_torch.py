@@ -17,10 +17,10 @@ import json
 import os
 import sys
 import tempfile
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+from bench_timing import time_dynamics  # noqa: E402
 
 
 def main() -> int:
@@ -43,13 +43,7 @@ def main() -> int:
         torch.save(model, path)
         calc = MACECalculator(model_paths=path, device="cpu", default_dtype=dtype)
     atoms.calc = calc
-    dyn = VelocityVerlet(atoms, 0.5 * units.fs)
-    t0 = time.perf_counter()
-    dyn.run(2)
-    warm = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    dyn.run(steps)
-    seconds = time.perf_counter() - t0
+    warm, seconds = time_dynamics(VelocityVerlet(atoms, 0.5 * units.fs), steps)
     print(json.dumps({
         "implementation": "mace-torch ASE calculator", "case": case, "dtype": dtype, "n_atoms": len(atoms),
         "steps": steps, "seconds": seconds, "warmup_seconds": warm, "steps_per_s": steps / seconds,
