@@ -349,6 +349,9 @@ def main(argv=None) -> int:
     if args.speed:
         return run_speed(args)
     if args.summarise:
+        if not os.path.isfile(args.out):
+            p.error(f"--summarise reads an existing results file, and {args.out} does not exist "
+                    "(run the training first, or pass --out)")
         with open(args.out, encoding="utf-8") as fh:
             out = json.load(fh)
         out["steps_to_reach_mace"] = {d: steps_to_reach(d, args.models.split(","), args.seed) for d in out["datasets"]}
@@ -359,6 +362,8 @@ def main(argv=None) -> int:
     epochs = dict(DEFAULT_EPOCHS)
     for item in args.epochs:
         k, _, v = item.partition("=")
+        if k not in DEFAULT_EPOCHS or not v.isdigit():
+            p.error(f"--epochs takes dataset=epochs with a dataset of {', '.join(DEFAULT_EPOCHS)}, got {item!r}")
         epochs[k] = int(v)
     models = args.models.split(",")
     for m in models:
