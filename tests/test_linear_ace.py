@@ -336,3 +336,23 @@ def test_transformed_radial_model_is_invariant_and_conservative():
     mm[2, 1] -= h
     fd = -(_energy(m, Configuration(p, cfg.numbers, cfg.cell, cfg.pbc)) - _energy(m, Configuration(mm, cfg.numbers, cfg.cell, cfg.pbc))) / (2 * h)
     assert fd == pytest.approx(forces[2, 1], abs=1e-7)
+
+
+def test_ridge_path_matches_the_qr_solve_and_the_blocked_gram_is_exact():
+    """The eigen-path used for scanning λ gives the same coefficients as the QR solve, and the
+    blocked Gram product (which avoids OpenBLAS syrk) equals aᵀa, also when n is not a multiple of the block."""
+    from jace.models.linear_ace import IncrementalQR, gram
+
+    rng = np.random.default_rng(5)
+    a = rng.normal(size=(300, 37))
+    np.testing.assert_allclose(gram(a, block=8), a.T @ a, rtol=1e-13, atol=1e-11)
+    x, y = rng.normal(size=(400, 25)), rng.normal(size=400)
+    solver = IncrementalQR(25, buffer_elements=2000)  # several flushes
+    for s in range(0, 400, 70):
+        solver.add(x[s : s + 70], y[s : s + 70])
+    gamma = 1.0 + rng.random(25) * 3
+    path = solver.ridge_path(gamma)
+    for lam in (1e-6, 1e-2, 1.0):
+        direct = np.linalg.solve(x.T @ x + lam * np.diag(gamma**2), x.T @ y)
+        np.testing.assert_allclose(path(lam), direct, rtol=1e-9, atol=1e-10)
+        np.testing.assert_allclose(solver.solve(lam, gamma), direct, rtol=1e-9, atol=1e-10)

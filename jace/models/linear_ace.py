@@ -277,6 +277,19 @@ def smoothness_prior(basis: ProductBasis, spec: LinearACESpec, fit: FitSpec) -> 
     return (info["n_sum"] + spec.w_l * info["ll_sum"]) ** fit.smoothness_p
 
 
+def gram(a: np.ndarray, block: int = 4096) -> np.ndarray:
+    """aᵀa [n, n] for a [m, n], as column blocks of general matrix products.
+
+    ``a.T @ a`` would use BLAS syrk, which crashes (segfault) in the OpenBLAS 0.3.31 that numpy 2.4
+    bundles once n reaches about 18,000 (seen with 4,100 × 17,970 here); the blocked gemm form does
+    not, at the same speed.
+    """
+    out = np.empty((a.shape[1], a.shape[1]), dtype=np.result_type(a.dtype, np.float64))
+    for s in range(0, a.shape[1], block):
+        out[:, s : s + block] = a.T @ np.ascontiguousarray(a[:, s : s + block])
+    return out
+
+
 class IncrementalQR:
     """Weighted least squares by streaming QR of the augmented matrix [X | y].
 
@@ -342,9 +355,9 @@ class IncrementalQR:
         """
         r, qty = self.r, self.qty
         rg = r / gamma[None, :]
-        w, v = np.linalg.eigh(rg.T @ rg)
+        w, v = np.linalg.eigh(gram(rg))
         rhs = v.T @ (rg.T @ qty)
-        return lambda lam: (v @ (rhs / (w + lam))) / gamma
+        return lambda lam: (v @ (rhs / (np.maximum(w, 0.0) + lam))) / gamma
 
 
 def _check_labels(configs: Sequence[Configuration], fit: FitSpec):
