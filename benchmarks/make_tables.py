@@ -25,13 +25,13 @@ def linear_ace_tables() -> str:
         lines += [
             "**rMD17 ethanol** (950 train, 50 validation; MAE, meV and meV/Å):",
             "",
-            "| model | E MAE | F MAE | basis functions | fit time | peak memory |",
-            "|---|---|---|---|---|---|",
+            "| model | E MAE | F MAE | basis functions | prior p, λ | fit time | peak memory |",
+            "|---|---|---|---|---|---|---|",
             f"| jace linear ACE (ν={r['settings']['correlation']}) | {v['energy_mae_meV']:.2f} | {v['forces_mae_meV_per_A']:.2f} "
             f"| {r['n_basis']} × {len(r['settings']['elements'])} elements = {r['n_features']} "
-            f"| {r['fit_time_s']:.0f} s | {r['peak_rss_MiB']:.0f} MiB |",
-            "| linear ACE, published (MACE paper, Table 1) | 1.2 | 7.3 | | | |",
-            "| MACE, published | 0.4 | 2.1 | | | |",
+            f"| {r.get('prior_p', 2.0):g}, {r['lambda']:.0e} | {r['fit_time_s']:.0f} s | {r['peak_rss_MiB']:.0f} MiB |",
+            "| linear ACE, published (MACE paper, Table 1) | 1.2 | 7.3 | | | | |",
+            "| MACE, published | 0.4 | 2.1 | | | | |",
             "",
         ]
     pub = {
@@ -43,8 +43,8 @@ def linear_ace_tables() -> str:
         lines += [
             "**Zuo et al. 2020** (MAE; energy meV/atom, forces eV/Å; GAP and MTP as quoted by ACEpotentials.jl):",
             "",
-            "| element | evaluated on | jace E | GAP E | MTP E | jace F | GAP F | MTP F | stress MAE meV/Å³ | basis | fit time | peak memory |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "| element | evaluated on | jace E | GAP E | MTP E | jace F | GAP F | MTP F | stress MAE meV/Å³ | basis | prior p, λ | fit time | peak memory |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for d in zuo:
             r = res[d]
@@ -56,7 +56,7 @@ def linear_ace_tables() -> str:
             lines.append(
                 f"| {d} | {where} | {e['energy_per_atom_mae_meV']:.2f} | {g_e} | {m_e} | "
                 f"{e['forces_mae_meV_per_A'] / 1000:.3f} | {g_f} | {m_f} | {stress} | {r['n_basis']} | "
-                f"{r['fit_time_s']:.0f} s | {r['peak_rss_MiB']:.0f} MiB |"
+                f"{r.get('prior_p', 2.0):g}, {r['lambda']:.0e} | {r['fit_time_s']:.0f} s | {r['peak_rss_MiB']:.0f} MiB |"
             )
         lines.append("")
     return "\n".join(lines)
