@@ -54,7 +54,7 @@ def assemble(args) -> None:
     deg = tuple(_floats(args.max_degree))
     spec = LinearACESpec(
         elements=s["elements"], cutoff=args.cutoff or s["cutoff"],
-        radial=RadialSpec("bessel", args.n_max, "polynomial", 5, args.transform),
+        radial=RadialSpec(args.radial, args.n_max, "polynomial", 5, args.transform, args.r0_scale, args.q),
         l_max=args.l_max, correlation=len(deg), max_degree=deg, w_l=args.w_l,
     )
     train, val, tests, isolated = LA.load(args.dataset, args.data)
@@ -65,12 +65,15 @@ def assemble(args) -> None:
     os.makedirs(args.out, exist_ok=True)
     np.save(os.path.join(args.out, "n_sum.npy"), np.asarray(info["n_sum"]))
     np.save(os.path.join(args.out, "ll_sum.npy"), np.asarray(info["ll_sum"]))
+    np.save(os.path.join(args.out, "l_sum.npy"), np.asarray(info["l_sum"]))
+    np.save(os.path.join(args.out, "nu.npy"), np.asarray(info["nu"]))
     print(f"{n} features", flush=True)
     iu = np.triu_indices(3)
 
     def blocks(configs):
         """Gram blocks per observable; rows buffered so each update is one large product."""
-        g = {k: np.zeros((n, n)) for k in "efv"}
+        kinds = "efv" if any(c.stress is not None for c in configs) else "ef"  # no virial block without stress
+        g = {k: np.zeros((n, n)) for k in kinds}
         b = {k: np.zeros(n) for k in "efv"}
         yy = {k: 0.0 for k in "efv"}
         n_rows = {k: 0 for k in "efv"}
@@ -115,10 +118,10 @@ def assemble(args) -> None:
         )
 
     t0 = time.perf_counter()
-    meta = {"dataset": args.dataset, "n_features": n, "spec": vars(args) | {"func": None}}
+    meta = {"dataset": args.dataset, "n_features": n, "elements": list(spec.elements), "spec": vars(args) | {"func": None}}
     for name, configs in [("train", train)] + ([("val", val)] if args.dataset != "ethanol" else []):
         g, b, stats = blocks(configs)
-        for k in "efv":
+        for k in g:
             np.save(os.path.join(args.out, f"{name}_G{k}.npy"), g[k])
             np.save(os.path.join(args.out, f"{name}_b{k}.npy"), b[k])
         meta[name] = stats
@@ -132,6 +135,28 @@ def assemble(args) -> None:
     print(f"assembled in {meta['assembly_s']:.0f} s -> {args.out}", flush=True)
 
 
+def _selection(args, meta, nu, n_sum, l_sum, n_species):
+    """Indices of the stored features that the --degrees / --centre-degrees truncation keeps (all by default)."""
+    degree = n_sum + args.w_l * l_sum  # the basis's own total degree, Σ (n + 1) + w_l Σ l
+    elements = list(meta.get("elements", []))
+
+    def keep_for(limits):
+        if limits is None:
+            return np.ones(len(nu), bool)
+        if len(limits) != int(nu.max()):
+            raise SystemExit(f"--degrees needs one value per correlation order (1 … {int(nu.max())}), got {limits}")
+        return degree <= np.asarray(limits)[nu - 1] + 1e-9
+
+    default = keep_for(_floats(args.degrees) if args.degrees else None)
+    per = {}
+    for item in filter(None, (args.centre_degrees or "").split(";")):
+        sym, _, lim = item.partition("=")
+        if sym not in elements:
+            raise SystemExit(f"--centre-degrees: element {sym!r} is not one of {elements}")
+        per[elements.index(sym)] = keep_for(_floats(lim))
+    return np.concatenate([np.flatnonzero(per.get(s, default)) + s * len(nu) for s in range(n_species)])
+
+
 def scan(args) -> None:
     import scipy.linalg
 
@@ -139,21 +164,31 @@ def scan(args) -> None:
     if not os.path.exists(path("meta.json")):
         raise SystemExit(f"{args.dir} has no meta.json: run `assemble` first")
     meta = json.load(open(path("meta.json")))
-    load = lambda name: np.load(path(name + ".npy"))  # noqa: E731
-    g = {k: load(f"train_G{k}") for k in "efv"}
-    b = {k: load(f"train_b{k}") for k in "efv"}
-    yy_f, n_f = meta["train"]["yy"]["f"], meta["train"]["n_rows"]["f"]
-    if args.final:
-        if "val" not in meta:
-            raise SystemExit("--final needs validation blocks (the Zuo datasets; ethanol keeps its 50 for validation)")
-        for k in "efv":
-            g[k] += load(f"val_G{k}")
-            b[k] += load(f"val_b{k}")
+    load = lambda name, **kw: np.load(path(name + ".npy"), **kw)  # noqa: E731
+    kinds = [k for k in "efv" if os.path.exists(path(f"train_G{k}.npy"))]
+    if args.final and "val" not in meta:
+        raise SystemExit("--final needs validation blocks (the Zuo datasets; ethanol keeps its 50 for validation)")
     n_sum, ll_sum = load("n_sum"), load("ll_sum")
-    n_species = g["e"].shape[0] // len(n_sum)
-    sets = {"val": np.load(path("val_rows.npz"))}
+    n_species = meta["n_features"] // len(n_sum)
+    sel = _selection(args, meta, load("nu"), n_sum, load("l_sum"), n_species) if os.path.exists(path("nu.npy")) else None
+    if sel is None and (args.degrees or args.centre_degrees):
+        raise SystemExit(f"{args.dir} was assembled before subsets were supported: re-run `assemble`")
+    sel = np.arange(meta["n_features"]) if sel is None else sel
+    print(f"{len(sel)} of {meta['n_features']} features selected", flush=True)
+    # Gram blocks restricted to the selection, read from memory-mapped files (the full blocks never load)
+    g, b = {}, {}
+    for k in kinds:
+        g[k] = np.asarray(load(f"train_G{k}", mmap_mode="r")[np.ix_(sel, sel)])
+        b[k] = load(f"train_b{k}")[sel]
+        if args.final:
+            g[k] += load(f"val_G{k}", mmap_mode="r")[np.ix_(sel, sel)]
+            b[k] += load(f"val_b{k}")[sel]
+    yy_f, n_f = meta["train"]["yy"]["f"], meta["train"]["n_rows"]["f"]
+    sets = {"val": dict(np.load(path("val_rows.npz")))}
     if args.final and os.path.exists(path("test_rows.npz")):
-        sets["test"] = np.load(path("test_rows.npz"))
+        sets["test"] = dict(np.load(path("test_rows.npz")))
+    for rows in sets.values():
+        rows["x_e"], rows["x_f"] = rows["x_e"][:, sel], rows["x_f"][:, sel]
 
     def errors(c, rows):
         de = (rows["x_e"] @ c - rows["e"]) / rows["n_atoms"]
@@ -162,19 +197,35 @@ def scan(args) -> None:
 
     results = []
     for p in _floats(args.p):
-        gamma = np.tile((n_sum + args.w_l * ll_sum) ** p, n_species)
+        gamma = np.tile((n_sum + args.w_l * ll_sum) ** p, n_species)[sel]
         for we in _floats(args.energy_weight):
             for wv in _floats(args.virial_weight):
                 t0 = time.perf_counter()
-                a = g["f"] + we**2 * g["e"] + wv**2 * g["v"]
-                rhs = b["f"] + we**2 * b["e"] + wv**2 * b["v"]
+                a = g["f"] + we**2 * g["e"] + (wv**2 * g["v"] if "v" in g else 0.0)
+                rhs = b["f"] + we**2 * b["e"] + (wv**2 * b["v"] if "v" in b else 0.0)
                 keep = np.diag(a) > 1e-14 * np.diag(a).max()  # basis functions that never occur (e.g. O–O in ethanol)
                 scaled = a[np.ix_(keep, keep)] / np.outer(gamma[keep], gamma[keep])
-                w, v = scipy.linalg.eigh(scaled, overwrite_a=True, check_finite=False, driver="evd")
-                proj = v.T @ (rhs[keep] / gamma[keep])
+                del a
+                rhs_k = rhs[keep] / gamma[keep]
+                if args.solver == "eigh":
+                    w, v = scipy.linalg.eigh(scaled, overwrite_a=True, check_finite=False, driver="evd")
+                    proj = v.T @ rhs_k
+                    solve = lambda lam: v @ (proj / (np.maximum(w, 0.0) + lam))  # noqa: E731
+                else:  # one Cholesky factorisation per λ: exact for every λ the factorisation succeeds at
+                    def solve(lam):
+                        m = scaled.copy()
+                        m[np.diag_indices_from(m)] += lam
+                        try:
+                            return scipy.linalg.cho_solve(scipy.linalg.cho_factor(m, overwrite_a=True, check_finite=False), rhs_k)
+                        except np.linalg.LinAlgError:
+                            return None
                 for lam in _floats(args.lams):
+                    ck = solve(lam)
+                    if ck is None:
+                        print(f"p={p} lam={lam:g}: not positive definite at this λ, skipped", flush=True)
+                        continue
                     c = np.zeros(len(rhs))
-                    c[keep] = (v @ (proj / (np.maximum(w, 0.0) + lam))) / gamma[keep]
+                    c[keep] = ck / gamma[keep]
                     train_f_rmse = 1e3 * np.sqrt(max(c @ g["f"] @ c - 2 * c @ b["f"] + yy_f, 0.0) / n_f)
                     row = {"p": p, "energy_weight": we, "virial_weight": wv, "lam": lam,
                            "train_forces_rmse_meV_per_A": train_f_rmse}
@@ -186,7 +237,9 @@ def scan(args) -> None:
                     row["score"] = row["val_forces_mae_meV_per_A"] + 10 * row["val_energy_per_atom_mae_meV"]
                     results.append(row)
                     print("  ".join(f"{k}={x:.4g}" for k, x in row.items()), flush=True)
-                print(f"(eigendecomposition and scan: {time.perf_counter() - t0:.0f} s)", flush=True)
+                print(f"({args.solver} and scan: {time.perf_counter() - t0:.0f} s)", flush=True)
+    if not results:
+        raise SystemExit("no setting could be solved")
     best = min(results, key=lambda r: r["score"])
     print("best on validation:", "  ".join(f"{k}={x:.4g}" for k, x in best.items()))
     if args.final:
@@ -205,7 +258,10 @@ def main(argv=None) -> None:
     a.add_argument("--max-degree", required=True, help="per correlation order, e.g. 16,14,12,10")
     a.add_argument("--cutoff", type=float, default=None)
     a.add_argument("--w-l", type=float, default=1.5)
+    a.add_argument("--radial", default="bessel", choices=("bessel", "chebyshev", "gaussian"))
     a.add_argument("--transform", default="none", choices=("none", "agnesi"))
+    a.add_argument("--q", type=float, default=4.0, help="Agnesi exponent q")
+    a.add_argument("--r0-scale", type=float, default=1.0, help="Agnesi r0 = scale × sum of covalent radii")
     a.set_defaults(func=assemble)
     s = sub.add_parser("scan", help="re-solve stored Gram blocks for many settings")
     s.add_argument("dir")
@@ -215,6 +271,10 @@ def main(argv=None) -> None:
     s.add_argument("--virial-weight", default="1")
     s.add_argument("--lams", default="1e-12,1e-11,1e-10,1e-9,1e-8,1e-7,1e-6,1e-5,1e-4,1e-3,1e-2")
     s.add_argument("--final", action="store_true")
+    s.add_argument("--solver", default="eigh", choices=("eigh", "cholesky"),
+                   help="eigh: one eigendecomposition, then every λ is cheap; cholesky: one factorisation per λ, exact")
+    s.add_argument("--degrees", default=None, help="keep only functions of total degree ≤ D_ν, e.g. 14,13,11,9")
+    s.add_argument("--centre-degrees", default=None, help="per centre element, e.g. 'O=12,11,9,7;C=16,14,12,10'")
     s.set_defaults(func=scan)
     args = ap.parse_args(argv)
     if args.command == "assemble" and not os.path.isdir(args.data):

@@ -36,6 +36,7 @@ Schema (defaults in brackets; ``model.elements`` and ``data.train`` are required
       smoothness_p: 2
       e0: isolated                 # least_squares, zero, or {Cu: -0.1, Au: -0.2}
       chunk_size: 32
+      solver: auto                 # qr, or dual (kernel form: for more basis functions than rows)
 
 Neural (multi-ACE) models: ``model.type`` is one of ``ace``, ``nequip``, ``botnet``, ``mace`` (named
 points of the design space, :func:`jace.models.multi_ace.preset`) or ``multi_ace`` (a user-defined
@@ -114,6 +115,7 @@ from jace.models.design import (
     DataKeys,
     FitSpec,
     LinearACESpec,
+    SOLVERS,
     RadialSpec,
 )
 
@@ -798,6 +800,8 @@ def _parse_fit(file: str, value: Any, elements: tuple[str, ...]) -> FitSpec:
         kw["chunk_size"] = _int(file, m["chunk_size"], "fit.chunk_size")
     if "regulariser" in m:
         kw["regulariser"] = _choice(file, m["regulariser"], "fit.regulariser", REGULARISERS)
+    if "solver" in m:
+        kw["solver"] = _choice(file, m["solver"], "fit.solver", SOLVERS)
     if "config_type_weights" in m:
         ctw = _mapping(file, m["config_type_weights"], "fit.config_type_weights")
         out: dict[str, dict[str, float]] = {}
@@ -1278,6 +1282,7 @@ def train_config_to_dict(cfg: TrainConfig) -> dict:
             "smoothness_p": float(f.smoothness_p),
             "e0": f.e0 if isinstance(f.e0, str) else {str(k): float(v) for k, v in f.e0.items()},
             "chunk_size": int(f.chunk_size),
+            "solver": f.solver,
         })
     d = cfg.data
     data: dict[str, Any] = {"train": d.train}

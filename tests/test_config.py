@@ -46,6 +46,7 @@ fit:
   smoothness_p: 2
   e0: isolated
   chunk_size: 16
+  solver: dual
 """
 
 MINIMAL = """\
@@ -95,6 +96,7 @@ def test_full_config_parses(tmp_path):
         smoothness_p=2.0,
         e0="isolated",
         chunk_size=16,
+        solver="dual",
     )
     assert cfg.fit.weights_for("isolated_atom") == (1000.0, 1.0, 0.5)
     # relative data paths resolve against the YAML file's directory, absolute ones stay
@@ -217,6 +219,10 @@ def test_bad_choices_suggest(tmp_path):
     assert "model.radial.kind must be one of" in msg and "(did you mean 'bessel'?)" in msg
     msg = _error(tmp_path, MINIMAL + "fit:\n  e0: isolatd\n")
     assert "fit.e0 must be one of" in msg and "'isolated'" in msg
+    msg = _error(tmp_path, MINIMAL + "fit:\n  solver: duall\n")
+    assert "fit.solver must be one of" in msg and "'dual'" in msg
+    msg = _error(tmp_path, MINIMAL + "fit:\n  solver: dual\n  lam: 0\n")
+    assert "fit.solver 'dual' needs fit.lam > 0" in msg
 
 
 def test_e0_mapping(tmp_path):

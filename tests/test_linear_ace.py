@@ -315,6 +315,30 @@ def test_fit_recovers_a_linear_ace_model_exactly():
         np.testing.assert_allclose(a, b, atol=1e-7)
 
 
+def test_dual_and_qr_fits_agree_when_features_outnumber_rows():
+    """With more basis functions than rows ``solver: auto`` takes the dual (kernel) form, and it gives
+    the coefficients of the streamed-QR fit; the dual form refuses λ = 0 when the FitSpec is made."""
+    from jace.models.design import FitSpec
+    from jace.models.linear_ace import fit_linear_ace
+
+    truth = _model(correlation=2, max_degree=(6, 6), seed=3)
+    rng = np.random.default_rng(15)
+    configs = [random_cluster(rng, 4) for _ in range(3)]
+    e, f, _ = evaluate(truth, configs)
+    labelled = [Configuration(c.positions, c.numbers, c.cell, c.pbc, energy=ek, forces=fk) for c, ek, fk in zip(configs, e, f)]
+    fits = {}
+    for solver in ("auto", "qr", "dual"):
+        fit = FitSpec(e0={"Cu": -3.5, "Au": -2.1}, lam=1e-4, smoothness_p=1.0, solver=solver)
+        fits[solver] = fit_linear_ace(truth.spec, fit, labelled)
+    assert fits["auto"][1]["n_features"] > fits["auto"][1]["n_rows"]
+    assert [fits[k][1]["solver"] for k in fits] == ["dual", "qr", "dual"]
+    scale = np.abs(fits["qr"][0].coefficients).max()
+    for k in ("auto", "dual"):
+        np.testing.assert_allclose(fits[k][0].coefficients, fits["qr"][0].coefficients, rtol=0, atol=1e-8 * scale)
+    with pytest.raises(ValueError, match="needs fit.lam > 0"):
+        FitSpec(lam=0.0, solver="dual")
+
+
 def test_transformed_radial_model_is_invariant_and_conservative():
     """With the pair-dependent (Agnesi) radial transform: invariance and forces = −∇E still hold."""
     spec = LinearACESpec(
@@ -356,3 +380,33 @@ def test_ridge_path_matches_the_qr_solve_and_the_blocked_gram_is_exact():
         direct = np.linalg.solve(x.T @ x + lam * np.diag(gamma**2), x.T @ y)
         np.testing.assert_allclose(path(lam), direct, rtol=1e-9, atol=1e-10)
         np.testing.assert_allclose(solver.solve(lam, gamma), direct, rtol=1e-9, atol=1e-10)
+
+
+def test_dual_ridge_equals_the_primal_solve_for_a_wide_design_and_checks_its_rows():
+    """The kernel form c = Γ⁻² Xᵀ (XΓ⁻²Xᵀ + λI)⁻¹ y equals the primal ridge solution when there are more
+    features than rows (its use case), across several row blocks of the kernel; it refuses λ ≤ 0, a
+    solve before all rows are in, and rows beyond its size, with messages that say so."""
+    from jace.models.linear_ace import DualRidge, IncrementalQR
+
+    rng = np.random.default_rng(11)
+    m, n = 90, 160
+    x = rng.normal(size=(m, n)) * np.exp(-np.arange(n) / 60.0)
+    y = rng.normal(size=m)
+    gamma = 1.0 + np.sqrt(np.arange(n))
+    dual, qr = DualRidge(n, m), IncrementalQR(n)
+    for s in range(0, m, 25):
+        qr.add(x[s : s + 25], y[s : s + 25])
+        if s == 50:
+            with pytest.raises(ValueError, match="holds 50 of the 90 rows"):
+                dual.solve(1e-3, gamma)
+        dual.add(x[s : s + 25], y[s : s + 25])
+    np.testing.assert_allclose(np.tril(dual.kernel(gamma, block=16)), np.tril((x / gamma**2) @ x.T), rtol=1e-12, atol=1e-12)
+    for lam in (1e-6, 1e-2):
+        direct = np.linalg.solve(x.T @ x + lam * np.diag(gamma**2), x.T @ y)
+        np.testing.assert_allclose(dual.solve(lam, gamma), direct, rtol=1e-7, atol=1e-9)
+        np.testing.assert_allclose(qr.solve(lam, gamma), direct, rtol=1e-7, atol=1e-9)
+    with pytest.raises(ValueError, match="λ > 0"):
+        dual.solve(0.0, gamma)
+    with pytest.raises(ValueError, match="sized for 90 rows"):
+        dual.add(x[:1], y[:1])
+    dual.close()

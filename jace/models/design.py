@@ -16,6 +16,7 @@ __all__ = ["DataKeys", "E0Spec", "FitSpec", "LinearACESpec", "RadialSpec", "RADI
 RADIAL_KINDS = ("bessel", "chebyshev", "gaussian")
 ENVELOPE_KINDS = ("polynomial", "cosine")
 TRANSFORMS = ("none", "agnesi")
+SOLVERS = ("auto", "qr", "dual")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,6 +113,8 @@ class FitSpec:
       an algebraic smoothness prior) or "ridge" (Γ = 1); strength ``lam``.
     e0: "isolated" (from isolated-atom configurations), "least_squares", "zero", or {symbol: eV}.
     chunk_size: configurations per chunk when assembling the design matrix.
+    solver: "qr" (streamed QR, memory O(n_features²)), "dual" (kernel form, memory O(n_rows²) plus the
+      rows on disk; needs lam > 0) or "auto": dual when there are more features than rows and lam > 0.
     """
 
     energy_weight: float = 30.0
@@ -123,6 +126,7 @@ class FitSpec:
     smoothness_p: float = 2.0
     e0: E0Spec = "isolated"
     chunk_size: int = 32
+    solver: str = "auto"
 
     def __post_init__(self):
         if self.regulariser not in ("smoothness", "ridge"):
@@ -132,6 +136,10 @@ class FitSpec:
                 raise ValueError(f"fit.{name} must be >= 0, got {getattr(self, name)!r}")
         if isinstance(self.e0, str) and self.e0 not in ("isolated", "least_squares", "zero"):
             raise ValueError(f"fit.e0 must be 'isolated', 'least_squares', 'zero' or a mapping, got {self.e0!r}")
+        if self.solver not in SOLVERS:
+            raise ValueError(f"fit.solver must be one of {SOLVERS}, got {self.solver!r}")
+        if self.solver == "dual" and not self.lam > 0:
+            raise ValueError(f"fit.solver 'dual' needs fit.lam > 0, got {self.lam!r}")
         if int(self.chunk_size) < 1:
             raise ValueError(f"fit.chunk_size must be >= 1, got {self.chunk_size!r}")
 

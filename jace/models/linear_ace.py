@@ -361,6 +361,77 @@ class IncrementalQR:
         return lambda lam: (v @ (rhs / (np.maximum(w, 0.0) + lam))) / gamma
 
 
+class DualRidge:
+    """Regularised least squares in the dual (kernel) form, for design matrices wider than tall.
+
+    argmin_c |X c − y|² + λ |Γ c|² has the solution c = Γ⁻² Xᵀ α with (K + λ I) α = y and
+    K = X Γ⁻² Xᵀ [m, m] (m rows). When n_features > m this needs O(m² + m·n) memory and O(m²·n) time
+    instead of the primal O(n²) and O(m·n²): ethanol with 950 configurations has m = 26,600 rows
+    whatever the basis size. The rows live in a float64 file (``np.memmap`` under ``directory``, a
+    temporary folder by default) so the operating system can page them out while K is factorised.
+    Each λ costs one Cholesky factorisation of K + λI (m³/3 flops); like the normal equations, the
+    kernel squares the condition number, so λ below about eps · ‖K‖ fails (``solve`` raises).
+    """
+
+    def __init__(self, n: int, n_rows: int, directory: str | None = None):
+        import tempfile
+
+        self.n, self.m = int(n), int(n_rows)
+        self._dir = tempfile.TemporaryDirectory(dir=directory, prefix="jace-dual-")
+        self.x = np.lib.format.open_memmap(f"{self._dir.name}/rows.npy", mode="w+", dtype=np.float64, shape=(self.m, self.n))
+        self.y = np.zeros(self.m)
+        self.n_rows = 0
+        self._kernel: tuple[bytes, np.ndarray] | None = None
+
+    def add(self, x: np.ndarray, y: np.ndarray):
+        k = len(y)
+        if self.n_rows + k > self.m:
+            raise ValueError(f"DualRidge was sized for {self.m} rows; adding {k} more to {self.n_rows} overflows it")
+        self.x[self.n_rows : self.n_rows + k] = x
+        self.y[self.n_rows : self.n_rows + k] = y
+        self.n_rows += k
+        self._kernel = None
+
+    def _check_full(self):
+        if self.n_rows != self.m:
+            raise ValueError(f"DualRidge holds {self.n_rows} of the {self.m} rows it was sized for")
+
+    def kernel(self, gamma: np.ndarray, block: int = 2048) -> np.ndarray:
+        """K = X Γ⁻² Xᵀ [m, m], lower triangle only (the upper one is not written), in row blocks of
+        general matrix products; cached for the last Γ."""
+        self._check_full()
+        key = np.asarray(gamma, dtype=np.float64).tobytes()
+        if self._kernel is not None and self._kernel[0] == key:
+            return self._kernel[1]
+        self._kernel = None
+        inv2 = 1.0 / np.asarray(gamma, dtype=np.float64) ** 2
+        k = np.zeros((self.m, self.m))
+        for s in range(0, self.m, block):
+            e = min(s + block, self.m)
+            k[s:e, :e] = (np.asarray(self.x[s:e]) * inv2[None, :]) @ self.x[:e].T
+        self._kernel = (key, k)
+        return k
+
+    def solve(self, lam: float, gamma: np.ndarray | None = None) -> np.ndarray:
+        """c = Γ⁻² Xᵀ (K + λ I)⁻¹ y; raises ``numpy.linalg.LinAlgError`` if K + λI is not numerically positive definite."""
+        import scipy.linalg
+
+        if not lam > 0:
+            raise ValueError(f"the dual form needs λ > 0, got {lam!r}")
+        g = np.ones(self.n) if gamma is None else np.asarray(gamma, dtype=np.float64)
+        a = self.kernel(g).copy()
+        a[np.diag_indices_from(a)] += lam
+        factor = scipy.linalg.cho_factor(a, lower=True, overwrite_a=True, check_finite=False)  # reads the lower triangle
+        alpha = scipy.linalg.cho_solve(factor, self.y, check_finite=False)
+        del a
+        return (np.asarray(self.x).T @ alpha) / g**2
+
+    def close(self):
+        self._kernel = None
+        del self.x
+        self._dir.cleanup()
+
+
 def _check_labels(configs: Sequence[Configuration], fit: FitSpec):
     for c in configs:
         we, wf, ws = fit.weights_for(c.config_type)
@@ -432,6 +503,15 @@ def design_rows(
             start += c.n_atoms
 
 
+def count_rows(config: Configuration) -> int:
+    """Number of least-squares rows ``weighted_rows`` makes for ``config`` (energy, 3 per atom, 6 virials)."""
+    return (
+        (config.energy is not None)
+        + 3 * config.n_atoms * (config.forces is not None)
+        + 6 * (config.stress is not None and config.volume > 1e-8)
+    )
+
+
 def weighted_rows(fit: FitSpec, config: Configuration, e0_total: float, x_e, x_f, x_v):
     """Apply FitSpec weights (see its docstring) to one configuration's rows. Returns (X, y)."""
     we, wf, ws = fit.weights_for(config.config_type)
@@ -461,15 +541,23 @@ def assemble_linear_system(
     e0: np.ndarray,
     batch_size: int | None = None,
     atom_budget: int = 384,
-) -> tuple[IncrementalQR, dict]:
-    """Stream the weighted design matrix of ``train`` into an IncrementalQR (energies relative to E0).
+    solver: str = "qr",
+) -> tuple[IncrementalQR | DualRidge, dict]:
+    """Stream the weighted design matrix of ``train`` into a solver (energies relative to E0).
 
+    solver: "qr" (``IncrementalQR``, memory O(n_features²)) or "dual" (``DualRidge``, memory
+    O(n_rows²) plus the rows on disk: for bases with more features than rows).
     Returns (solver, info) with info: n_basis, n_features, n_rows, assembly_time_s.
     """
     species = SpeciesMap.from_symbols(spec.elements)
     n_b = product_basis_for(spec).n_functions()
     n_feat = len(species) * n_b
-    solver = IncrementalQR(n_feat)
+    if solver == "qr":
+        solver = IncrementalQR(n_feat)
+    elif solver == "dual":
+        solver = DualRidge(n_feat, sum(count_rows(c) for c in train))
+    else:
+        raise ValueError(f"solver must be 'qr' or 'dual', got {solver!r}")
     t0 = time.perf_counter()
     for k, x_e, x_f, x_v in design_rows(spec, train, batch_size or max(1, int(fit.chunk_size)), atom_budget):
         c = train[k]
@@ -498,7 +586,8 @@ def fit_linear_ace(
       train: labelled configurations (energy required; forces and stress used when present).
       isolated: isolated-atom configurations, used for E0 when ``fit.e0 == "isolated"``.
     Returns:
-      (model, info) where info has n_basis, n_features, n_rows, fit_time_s, assembly_time_s, solve_time_s, e0.
+      (model, info) where info has n_basis, n_features, n_rows, solver, fit_time_s, assembly_time_s,
+      solve_time_s, e0.
     """
     from jace.data.e0 import resolve_e0
 
@@ -509,11 +598,25 @@ def fit_linear_ace(
     t0 = time.perf_counter()
     e0 = np.asarray(resolve_e0(fit.e0, species, list(train), list(isolated)), dtype=np.float64)
     basis = product_basis_for(spec)
-    solver, info = assemble_linear_system(spec, fit, train, e0, batch_size)
+    kind = fit.solver
+    if kind == "auto":
+        more_features = len(species) * basis.n_functions() > sum(count_rows(c) for c in train)
+        kind = "dual" if more_features and fit.lam > 0 else "qr"
+    solver, info = assemble_linear_system(spec, fit, train, e0, batch_size, solver=kind)
     ts = time.perf_counter()
     gamma = np.tile(smoothness_prior(basis, spec, fit), len(species))
-    coef = solver.solve(fit.lam, gamma)
+    try:
+        coef = solver.solve(fit.lam, gamma)
+    except np.linalg.LinAlgError:
+        raise ValueError(
+            f"fit.lam = {fit.lam:g} is below the round-off floor of the dual (kernel) solver for this data: "
+            "raise fit.lam or set fit.solver: qr"
+        ) from None
+    finally:
+        if kind == "dual":
+            solver.close()
     info.update(
+        solver=kind,
         n_train=len(train),
         solve_time_s=time.perf_counter() - ts,
         fit_time_s=time.perf_counter() - t0,
