@@ -160,6 +160,8 @@ def _selection(args, meta, nu, n_sum, l_sum, n_species):
 def scan(args) -> None:
     import scipy.linalg
 
+    from jace.models.linear_ace import cholesky_lower
+
     path = lambda name: os.path.join(args.dir, name)  # noqa: E731
     if not os.path.exists(path("meta.json")):
         raise SystemExit(f"{args.dir} has no meta.json: run `assemble` first")
@@ -215,8 +217,8 @@ def scan(args) -> None:
                     def solve(lam):
                         m = scaled.copy()
                         m[np.diag_indices_from(m)] += lam
-                        try:
-                            return scipy.linalg.cho_solve(scipy.linalg.cho_factor(m, overwrite_a=True, check_finite=False), rhs_k)
+                        try:  # jace's blocked Cholesky: LAPACK potrf crashes in OpenBLAS 0.3.31 at large n
+                            return scipy.linalg.cho_solve((cholesky_lower(m), True), rhs_k, check_finite=False)
                         except np.linalg.LinAlgError:
                             return None
                 for lam in _floats(args.lams):

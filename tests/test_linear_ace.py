@@ -386,7 +386,7 @@ def test_dual_ridge_equals_the_primal_solve_for_a_wide_design_and_checks_its_row
     """The kernel form c = Γ⁻² Xᵀ (XΓ⁻²Xᵀ + λI)⁻¹ y equals the primal ridge solution when there are more
     features than rows (its use case), across several row blocks of the kernel; it refuses λ ≤ 0, a
     solve before all rows are in, and rows beyond its size, with messages that say so."""
-    from jace.models.linear_ace import DualRidge, IncrementalQR
+    from jace.models.linear_ace import DualRidge, IncrementalQR, cholesky_lower
 
     rng = np.random.default_rng(11)
     m, n = 90, 160
@@ -401,12 +401,18 @@ def test_dual_ridge_equals_the_primal_solve_for_a_wide_design_and_checks_its_row
                 dual.solve(1e-3, gamma)
         dual.add(x[s : s + 25], y[s : s + 25])
     np.testing.assert_allclose(np.tril(dual.kernel(gamma, block=16)), np.tril((x / gamma**2) @ x.T), rtol=1e-12, atol=1e-12)
+    # the blocked Cholesky (LAPACK potrf crashes in OpenBLAS 0.3.31 at large n) reads only the lower triangle
+    spd = x @ x.T + np.eye(m)
+    garbage_above = np.where(np.tri(m, dtype=bool), spd, np.nan)
+    np.testing.assert_allclose(np.tril(cholesky_lower(garbage_above, block=16)), np.linalg.cholesky(spd), rtol=0, atol=1e-11)
     for lam in (1e-6, 1e-2):
         direct = np.linalg.solve(x.T @ x + lam * np.diag(gamma**2), x.T @ y)
         np.testing.assert_allclose(dual.solve(lam, gamma), direct, rtol=1e-7, atol=1e-9)
         np.testing.assert_allclose(qr.solve(lam, gamma), direct, rtol=1e-7, atol=1e-9)
     with pytest.raises(ValueError, match="λ > 0"):
         dual.solve(0.0, gamma)
+    with pytest.raises(np.linalg.LinAlgError):  # below the kernel's round-off floor it refuses, never returns junk
+        cholesky_lower(-np.eye(4), block=3)
     with pytest.raises(ValueError, match="sized for 90 rows"):
         dual.add(x[:1], y[:1])
     dual.close()
