@@ -38,10 +38,11 @@ SETTINGS = {
         elements=("H", "C", "O"), cutoff=5.0, n_max=16, l_max=4, correlation=4, max_degree=(16, 16, 15, 13), w_l=1.5,
         energy_weight=30.0, forces_weight=1.0, e0="isolated", prior_p=(0.5,), solver="dual",
     ),
+    # Si and Ge energy weights: chosen on validation with linear_ace_scan.py (see README), from 3 … 300
     "Si": dict(elements=("Si",), cutoff=5.5, n_max=24, l_max=6, correlation=4, max_degree=(24, 22, 18, 14), w_l=1.5,
-               energy_weight=30.0, forces_weight=1.0, stress_weight=1.0, e0="least_squares", prior_p=(0.5, 1.0, 2.0)),
+               energy_weight=20.0, forces_weight=1.0, stress_weight=1.0, e0="least_squares", prior_p=(0.5, 1.0, 2.0)),
     "Ge": dict(elements=("Ge",), cutoff=5.5, n_max=24, l_max=6, correlation=4, max_degree=(24, 22, 18, 14), w_l=1.5,
-               energy_weight=30.0, forces_weight=1.0, stress_weight=1.0, e0="least_squares", prior_p=(0.5, 1.0, 2.0)),
+               energy_weight=15.0, forces_weight=1.0, stress_weight=1.0, e0="least_squares", prior_p=(0.5, 1.0, 2.0)),
     "Li": dict(elements=("Li",), cutoff=5.5, n_max=22, l_max=6, correlation=4, max_degree=(22, 20, 16, 13), w_l=1.5,
                energy_weight=30.0, forces_weight=1.0, stress_weight=1.0, e0="least_squares", prior_p=(0.5, 1.0, 2.0)),
     "Mo": dict(elements=("Mo",), cutoff=5.2, n_max=22, l_max=6, correlation=4, max_degree=(22, 20, 16, 13), w_l=1.5,
