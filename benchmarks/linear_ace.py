@@ -9,7 +9,9 @@ prior's exponent p and strength λ are chosen on a validation set (ethanol: the 
 the first 950; Zuo: every 10th training configuration), then (Zuo) the validation rows are merged in and
 the final model is solved with that p, λ and evaluated on the test set. The Zuo fits use the streamed QR
 (more rows than features); ethanol's basis has more features (64,839) than rows (26,600), so it uses the
-dual (kernel) form, ``jace.models.linear_ace.DualRidge``: one 26,600² kernel per p, one Cholesky per λ.
+dual (kernel) form, ``jace.models.linear_ace.DualRidge``: one 26,600² kernel per p, one Cholesky per
+(energy weight, λ): the energy rows are re-weighted after assembly, so the energy weight is chosen on
+validation too.
 Each dataset runs in its own process so that its peak memory is its own: ru_maxrss (which also counts
 the dual solver's rows file, mapped from disk) and the peak anonymous memory (RssAnon).
 Results: benchmarks/results/linear_ace.json (merged per dataset).
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import itertools
 import json
 import os
 import resource
@@ -37,6 +40,8 @@ SETTINGS = {
     "ethanol": dict(
         elements=("H", "C", "O"), cutoff=5.0, n_max=16, l_max=4, correlation=4, max_degree=(16, 16, 15, 13), w_l=1.5,
         energy_weight=30.0, forces_weight=1.0, e0="isolated", prior_p=(0.5,), solver="dual",
+        # the dual solver re-weights the energy rows after assembly (row_scale): scanned on validation
+        energy_weights=(30.0, 15.0, 7.5), lams=(3e-8, 1e-7, 3e-7),
     ),
     # Si and Ge energy weights: chosen on validation with linear_ace_scan.py (see README), from 3 … 300
     "Si": dict(elements=("Si",), cutoff=5.5, n_max=24, l_max=6, correlation=4, max_degree=(24, 22, 18, 14), w_l=1.5,
@@ -162,17 +167,26 @@ def run_one(dataset: str, data: str, override: dict | None = None, n_train: int 
     t_val = time.perf_counter()
     val_rows = list(design_rows(spec, val))
     scan = []
-    for prior_p in s["prior_p"]:
+    energy_weights = s.get("energy_weights", (s["energy_weight"],))
+    if solver_kind == "qr" and tuple(energy_weights) != (s["energy_weight"],):
+        raise SystemExit("energy_weights (a scan) needs the dual solver; choose QR weights with linear_ace_scan.py")
+    lams = s.get("lams", LAMS if solver_kind == "qr" else DUAL_LAMS)
+
+    def row_scale(w):  # energy rows from the assembled weight to w (dual solver only)
+        return None if w == s["energy_weight"] else np.where(info["row_kinds"] == "e", w / s["energy_weight"], 1.0)
+
+    for prior_p, we in itertools.product(s["prior_p"], energy_weights):
         gamma = np.tile(smoothness_prior(basis, spec, dataclasses.replace(fit, smoothness_p=float(prior_p))), len(species))
         if solver_kind == "qr":
             path = solver.ridge_path(gamma)
-        else:  # dual: one Cholesky factorisation of the kernel per λ
-            path = functools.partial(solver.solve, gamma=gamma)
-        for lam in (LAMS if solver_kind == "qr" else DUAL_LAMS):
+        else:  # dual: one kernel per p, one Cholesky factorisation per (energy weight, λ)
+            path = functools.partial(solver.solve, gamma=gamma, row_scale=row_scale(we))
+        for lam in lams:
+            t_lam = time.perf_counter()
             try:
                 c = path(lam)
             except np.linalg.LinAlgError:  # λ below the kernel's round-off floor
-                print(f"p={prior_p} λ={lam:g}: kernel not numerically positive definite, skipped", flush=True)
+                print(f"p={prior_p} w_E={we:g} λ={lam:g}: kernel not numerically positive definite, skipped", flush=True)
                 continue
             de, df = [], []
             for k, x_e, x_f, _ in val_rows:
@@ -182,10 +196,13 @@ def run_one(dataset: str, data: str, override: dict | None = None, n_train: int 
                 df.append(x_f @ c - cfg.forces.reshape(-1))
             scan.append({
                 "prior_p": float(prior_p),
+                "energy_weight": float(we),
                 "lam": lam,
                 "val_energy_per_atom_mae_meV": 1e3 * float(np.mean(np.abs(de))),
                 "val_forces_mae_meV_per_A": 1e3 * float(np.mean(np.abs(np.concatenate(df)))),
+                "solve_s": time.perf_counter() - t_lam,
             })
+            print(json.dumps(scan[-1]), flush=True)
         del path
     # choose (p, λ) by a combined score: force MAE + 10 × energy-per-atom MAE (both meV-scale)
     best = min(scan, key=lambda r: r["val_forces_mae_meV_per_A"] + 10 * r["val_energy_per_atom_mae_meV"])
@@ -201,7 +218,7 @@ def run_one(dataset: str, data: str, override: dict | None = None, n_train: int 
             solver.add(*weighted_rows(fit, cfg, float(e0[species.indices(cfg.numbers)].sum()), x_e, x_f, x_v))
         final_train = train + val
     t_solve = time.perf_counter()
-    coef = solver.solve(best["lam"], gamma)
+    coef = solver.solve(best["lam"], gamma) if solver_kind == "qr" else solver.solve(best["lam"], gamma, row_scale(best["energy_weight"]))
     t_solve = time.perf_counter() - t_solve
     fit_time = time.perf_counter() - t_start
     model = LinearACEModel(spec, e0, coef.reshape(len(species), -1))
@@ -220,6 +237,7 @@ def run_one(dataset: str, data: str, override: dict | None = None, n_train: int 
         "fit_time_s": fit_time,
         "lambda": best["lam"],
         "prior_p": best["prior_p"],
+        "energy_weight": best["energy_weight"],
         "lambda_scan": scan,
         "errors": {},
     }

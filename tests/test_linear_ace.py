@@ -339,6 +339,39 @@ def test_dual_and_qr_fits_agree_when_features_outnumber_rows():
         FitSpec(lam=0.0, solver="dual")
 
 
+def test_dual_row_scale_reweights_an_observable_without_reassembly():
+    """Assembled with energy weight 2, the dual solver re-weighted by ``row_scale`` (energy rows × 5,
+    found by info["row_kinds"]) gives the fit assembled with energy weight 10; stress rows of periodic
+    cells keep their place in the kinds. A row_scale of the wrong length is refused."""
+    from jace.models.design import FitSpec
+    from jace.models.linear_ace import assemble_linear_system, count_rows
+
+    truth = _model(correlation=2, max_degree=(6, 6), seed=3)
+    rng = np.random.default_rng(16)
+    configs = [random_crystal(rng, skew=0.1) for _ in range(2)] + [random_cluster(rng, 4) for _ in range(2)]
+    e, f, st = evaluate(truth, configs)
+    labelled = [
+        Configuration(c.positions, c.numbers, c.cell, c.pbc, energy=ek + 0.01 * k, forces=fk, stress=sk)
+        for k, (c, ek, fk, sk) in enumerate(zip(configs, e, f, st))
+    ]
+    e0 = np.array([-3.5, -2.1])
+    gamma = 1.0 + np.arange(len(truth.coefficients.reshape(-1)), dtype=float) % 7
+    coef = {}
+    for w in (2.0, 10.0):
+        solver, info = assemble_linear_system(truth.spec, FitSpec(energy_weight=w, lam=1e-5), labelled, e0, solver="dual")
+        kinds = info["row_kinds"]
+        assert len(kinds) == info["n_rows"] == sum(count_rows(c) for c in labelled)
+        assert (kinds == "e").sum() == 4 and (kinds == "v").sum() == 6 * 2 and (kinds == "f").sum() == 3 * sum(c.n_atoms for c in labelled)
+        coef[w] = solver.solve(1e-5, gamma)
+        if w == 2.0:
+            coef["scaled"] = solver.solve(1e-5, gamma, row_scale=np.where(kinds == "e", 5.0, 1.0))
+            with pytest.raises(ValueError, match="row_scale must be"):
+                solver.solve(1e-5, gamma, row_scale=np.ones(3))
+        solver.close()
+    assert np.abs(coef[2.0] - coef[10.0]).max() > 1e-6 * np.abs(coef[10.0]).max()  # the weight matters here
+    np.testing.assert_allclose(coef["scaled"], coef[10.0], rtol=0, atol=1e-9 * np.abs(coef[10.0]).max())
+
+
 def test_transformed_radial_model_is_invariant_and_conservative():
     """With the pair-dependent (Agnesi) radial transform: invariance and forces = −∇E still hold."""
     spec = LinearACESpec(

@@ -435,18 +435,30 @@ class DualRidge:
         self._kernel = (key, k)
         return k
 
-    def solve(self, lam: float, gamma: np.ndarray | None = None) -> np.ndarray:
-        """c = Γ⁻² Xᵀ (K + λ I)⁻¹ y; raises ``numpy.linalg.LinAlgError`` if K + λI is not numerically positive definite."""
+    def solve(self, lam: float, gamma: np.ndarray | None = None, row_scale: np.ndarray | None = None) -> np.ndarray:
+        """c = Γ⁻² Xᵀ S (S K S + λ I)⁻¹ S y, the ridge solution for the rows S X and targets S y.
+
+        ``row_scale`` (S, [m], default ones) re-weights stored rows without recomputing the kernel, for
+        example a different energy weight: scale the energy rows by w_new / w_assembled (the rows'
+        kinds are ``assemble_linear_system``'s info["row_kinds"]). Raises
+        ``numpy.linalg.LinAlgError`` if S K S + λI is not numerically positive definite.
+        """
         import scipy.linalg
 
         if not lam > 0:
             raise ValueError(f"the dual form needs λ > 0, got {lam!r}")
         g = np.ones(self.n) if gamma is None else np.asarray(gamma, dtype=np.float64)
+        s = np.ones(self.m) if row_scale is None else np.asarray(row_scale, dtype=np.float64)
+        if s.shape != (self.m,) or not np.all(np.isfinite(s)):
+            raise ValueError(f"row_scale must be {self.m} finite numbers, got shape {s.shape}")
         a = self.kernel(g).copy()
+        if row_scale is not None:  # in place: no second m × m temporary
+            a *= s[:, None]
+            a *= s[None, :]
         a[np.diag_indices_from(a)] += lam
-        alpha = scipy.linalg.cho_solve((cholesky_lower(a), True), self.y, check_finite=False)
+        alpha = scipy.linalg.cho_solve((cholesky_lower(a), True), s * self.y, check_finite=False)
         del a
-        return (np.asarray(self.x).T @ alpha) / g**2
+        return (np.asarray(self.x).T @ (s * alpha)) / g**2
 
     def close(self):
         self._kernel = None
@@ -556,6 +568,15 @@ def weighted_rows(fit: FitSpec, config: Configuration, e0_total: float, x_e, x_f
     return np.vstack(rows), np.concatenate(rhs)
 
 
+def row_kinds(config: Configuration, x_v) -> list[str]:
+    """Kinds of the rows ``weighted_rows`` makes for ``config``, in its order: "e" (energy), "f" (forces,
+    3 per atom) and "v" (virials, 6)."""
+    kinds = ["e"] if config.energy is not None else []
+    kinds += ["f"] * (3 * config.n_atoms) if config.forces is not None else []
+    kinds += ["v"] * 6 if config.stress is not None and x_v is not None else []
+    return kinds
+
+
 def assemble_linear_system(
     spec: LinearACESpec,
     fit: FitSpec,
@@ -569,7 +590,9 @@ def assemble_linear_system(
 
     solver: "qr" (``IncrementalQR``, memory O(n_features²)) or "dual" (``DualRidge``, memory
     O(n_rows²) plus the rows on disk: for bases with more features than rows).
-    Returns (solver, info) with info: n_basis, n_features, n_rows, assembly_time_s.
+    Returns (solver, info) with info: n_basis, n_features, n_rows, row_kinds ([n_rows] "e", "f" or "v",
+    in the solver's row order; with ``DualRidge.solve(row_scale=...)`` they re-weight an observable
+    after assembly), assembly_time_s.
     """
     species = SpeciesMap.from_symbols(spec.elements)
     n_b = product_basis_for(spec).n_functions()
@@ -581,14 +604,19 @@ def assemble_linear_system(
     else:
         raise ValueError(f"solver must be 'qr' or 'dual', got {solver!r}")
     t0 = time.perf_counter()
+    kinds: list[str] = []
     for k, x_e, x_f, x_v in design_rows(spec, train, batch_size or max(1, int(fit.chunk_size)), atom_budget):
         c = train[k]
         e0_total = float(np.asarray(e0)[species.indices(c.numbers, c.source)].sum())
-        solver.add(*weighted_rows(fit, c, e0_total, x_e, x_f, x_v))
+        x, y = weighted_rows(fit, c, e0_total, x_e, x_f, x_v)
+        solver.add(x, y)
+        kinds += row_kinds(c, x_v)
+        assert len(kinds) == solver.n_rows, "row_kinds out of step with weighted_rows"
     info = {
         "n_basis": int(n_b),
         "n_features": int(n_feat),
         "n_rows": int(solver.n_rows),
+        "row_kinds": np.asarray(kinds),
         "assembly_time_s": time.perf_counter() - t0,
     }
     return solver, info
