@@ -73,18 +73,20 @@ PUBLISHED = {
 
 def load(dataset: str, data: str):
     from jace.data.io import read_configurations, split_isolated_atoms
+    from jace.data.keys import DataKeys
 
     if dataset == "ethanol":
         configs = read_configurations(os.path.join(data, "ethanol", "train.xyz"), require=("energy", "forces"))
         isolated = read_configurations(os.path.join(data, "ethanol", "isolated_atoms.xyz"))
         return configs[:950], configs[950:1000], {}, isolated
     z = os.path.join(data, "zuo2020")
-    train = read_configurations(os.path.join(z, f"{dataset}_training.extxyz"), require=("energy", "forces"))
+    keys = DataKeys(config_type="group")  # Zuo's AIMD-NVT, Elastic, Surface, Vacancy: errors per group
+    train = read_configurations(os.path.join(z, f"{dataset}_training.extxyz"), keys, require=("energy", "forces"))
     isolated, train = split_isolated_atoms(train)
     val = train[::10]
     fit = [c for k, c in enumerate(train) if k % 10]
     test_path = os.path.join(z, f"{dataset}_test.extxyz")
-    tests = {"test": read_configurations(test_path)} if os.path.exists(test_path) else {}
+    tests = {"test": read_configurations(test_path, keys)} if os.path.exists(test_path) else {}
     return fit, val, tests, isolated
 
 
@@ -137,7 +139,7 @@ def run_one(dataset: str, data: str, override: dict | None = None, n_train: int 
         product_basis_for,
         smoothness_prior,
     )
-    from jace.training.metrics import compute_metrics
+    from jace.training.metrics import compute_metrics, metrics_by_config_type
 
     s = dict(SETTINGS[dataset])
     s.update(override or {})
@@ -247,6 +249,8 @@ def run_one(dataset: str, data: str, override: dict | None = None, n_train: int 
     for name, cfgs in sets.items():
         e, f, st = evaluate(model, cfgs)
         out["errors"][name] = compute_metrics(cfgs, e, f, st)
+        if name in tests:
+            out.setdefault("errors_by_group", {})[name] = metrics_by_config_type(cfgs, e, f, st)
     out["peak_rss_MiB"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out["peak_anon_MiB"] = anon.stop()
     return out

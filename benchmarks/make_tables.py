@@ -29,13 +29,13 @@ def linear_ace_tables() -> str:
         lines += [
             "**rMD17 ethanol** (950 train, 50 validation; MAE, meV and meV/Å):",
             "",
-            "| model | E MAE | F MAE | basis functions | solver | prior p, λ | fit time | peak memory: anonymous / all resident |",
+            "| model | E MAE | F MAE | basis functions | solver | prior p, λ, energy weight | fit time | peak memory: anonymous / all resident |",
             "|---|---|---|---|---|---|---|---|",
             f"| jace linear ACE (ν={r['settings']['correlation']}) | {v['energy_mae_meV']:.2f} | {v['forces_mae_meV_per_A']:.2f} "
             f"| {r['n_basis']} × {len(r['settings']['elements'])} elements = {r['n_features']} "
             f"| {r['settings'].get('solver', 'qr')} "
-            f"| {r.get('prior_p', 2.0):g}, {r['lambda']:.0e} | {r['fit_time_s']:.0f} s "
-            f"| {_mib(r.get('peak_anon_MiB'))} / {r['peak_rss_MiB']:.0f} MiB |",
+            f"| {r.get('prior_p', 2.0):g}, {r['lambda']:.0e}, {r.get('energy_weight', r['settings']['energy_weight']):g} "
+            f"| {r['fit_time_s']:.0f} s | {_mib(r.get('peak_anon_MiB'))} / {r['peak_rss_MiB']:.0f} MiB |",
             "| linear ACE, published (MACE paper, Table 1) | 1.2 | 7.3 | | | | | |",
             "| MACE, published | 0.4 | 2.1 | | | | | |",
             "",
@@ -64,6 +64,21 @@ def linear_ace_tables() -> str:
                 f"{e['forces_mae_meV_per_A'] / 1000:.3f} | {g_f} | {m_f} | {stress} | {r['n_basis']} | "
                 f"{r.get('prior_p', 2.0):g}, {r['lambda']:.0e} | {r['fit_time_s']:.0f} s | {r['peak_rss_MiB']:.0f} MiB |"
             )
+        lines.append("")
+    grouped = [d for d in zuo if "test" in res[d].get("errors_by_group", {})]
+    if grouped:
+        lines += [
+            "Test errors per Zuo `group` (MAE; energy meV/atom, forces eV/Å):",
+            "",
+            "| element | group | configurations | E | F |",
+            "|---|---|---|---|---|",
+        ]
+        for d in grouped:
+            for grp, e in res[d]["errors_by_group"]["test"].items():
+                lines.append(
+                    f"| {d} | {grp} | {e['n_configs']} | {e['energy_per_atom_mae_meV']:.2f} | "
+                    f"{e['forces_mae_meV_per_A'] / 1000:.3f} |"
+                )
         lines.append("")
     return "\n".join(lines)
 
