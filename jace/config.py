@@ -59,7 +59,7 @@ descent, so they take a ``training:`` section instead of ``fit:``::
       avg_num_neighbors: auto      # auto (from the training data), a number, or null
       # ... and any other MultiACESpec field: radial_element_dependent, one_particle, product,
       # max_degree, w_l, product_element_dependent, embedding, residual, first_layer_residual,
-      # update_element_dependent, nonlinearity (none | gate, or false | true), readout,
+      # update_element_dependent, atomic_basis_element_dependent, nonlinearity (none | gate, or false | true), readout,
       # last_readout, readout_hidden, readout_all_layers, last_layer_scalars_only, normalisation,
       # zbl (ZBL core repulsion, off by default), zbl_cutoff_scale
     data:                          # as for linear ACE; a validation set is required, and isolated
@@ -487,6 +487,7 @@ _MULTI_ACE_FIELDS: dict[str, Any] = {
     "residual": _RESIDUAL,
     "first_layer_residual": "bool",
     "update_element_dependent": "bool",
+    "atomic_basis_element_dependent": "bool",
     "nonlinearity": "nonlinearity",
     "readout": _READOUT,
     "last_readout": _READOUT,

@@ -316,3 +316,18 @@ def test_model_round_trips_through_a_file(tmp_path):
 def test_unknown_model_name_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown model 'mcae'.*did you mean 'mace'"):
         preset("mcae", ("Cu",))
+
+
+def test_mace_puts_its_element_dependent_linear_where_mace_torch_does():
+    """mace-torch's first interaction block mixes the atomic basis A with an element-dependent linear
+    (``skip_tp`` with the one-hot) before the product, and its update linear is element-agnostic; later
+    blocks have an element-dependent self-connection. jace's ``mace`` has the same weights in the same
+    places (only mace-torch's redundant, non-reduced coupling weights are extra there)."""
+    p = _tiny("mace").params
+    k, l_max, hidden = TINY["mace"]["channels"], TINY["mace"]["l_max"], TINY["mace"]["hidden_l_max"]
+    assert p["layer_0"]["linear_A_element"]["w"].shape == (2, l_max + 1, k, k)
+    assert p["layer_0"]["linear_update"]["w"].shape == (hidden + 1, k, k)
+    assert "self_connection" not in p["layer_0"] and "linear_A_element" not in p["layer_1"]
+    assert p["layer_1"]["self_connection"]["w"].shape == (2, 1, k, k)
+    with pytest.raises(ValueError, match="atomic_basis_element_dependent needs product: channelwise"):
+        preset("ace", ("Cu",), atomic_basis_element_dependent=True)

@@ -206,6 +206,10 @@ class MultiACELayer(nn.Module):
             ]
             a = eq.mix_paths(msg, w_a, counts)  # [n, (l_max+1)², K]
 
+        use_residual = s.residual != "none" and (t > 0 or s.first_layer_residual)
+        if s.atomic_basis_element_dependent and not use_residual:  # MACE's first block: A ← W_{z_i} A
+            a = EquivariantLinear(a.shape[-1], n_species, name="linear_A_element")(a, one_hot)
+
         # ---- product basis and message ----------------------------------------------------------
         if s.product == "channelwise":
             basis = channelwise_product_basis(s.l_max, nu, l_out)
@@ -220,7 +224,6 @@ class MultiACELayer(nn.Module):
         )(a, species)
 
         # ---- update: linear (+ self-connection), gate ---------------------------------------------
-        use_residual = s.residual != "none" and (t > 0 or s.first_layer_residual)
         upd_elem = s.update_element_dependent and not use_residual
         h_new = EquivariantLinear(s.channels, n_species if upd_elem else 0, name="linear_update")(m, one_hot)
         if use_residual:

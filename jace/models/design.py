@@ -194,7 +194,10 @@ class MultiACESpec:
       embedding: "learned" (linear map of the one-hot element to ``channels`` scalars) or "one_hot".
       residual: self-connection in layers t ≥ 1: "none", "linear" (W h) or "element" (W_{z_i} h);
         first_layer_residual applies it in layer 0 too.
-      update_element_dependent: the update linear of layers without a residual is element-dependent (MACE).
+      update_element_dependent: the update linear of layers without a residual is element-dependent.
+      atomic_basis_element_dependent: layers without a residual mix A with an element-dependent linear
+        W_{z_i} A before the product (MACE's first interaction block, mace-torch's ``skip_tp``); needs
+        ``product="channelwise"``. ``mace`` sets it and leaves the update element-agnostic, as mace-torch does.
       nonlinearity: "none" or "gate" (silu on scalars, sigmoid gates on L > 0) after each update but the last.
       readout, last_readout: "linear" or "mlp" (Linear → readout_hidden → silu → Linear);
         readout_all_layers: sum readouts of every layer (MACE, BOTNet) or only of the last (NequIP).
@@ -225,6 +228,7 @@ class MultiACESpec:
     residual: str = "element"
     first_layer_residual: bool = False
     update_element_dependent: bool = True
+    atomic_basis_element_dependent: bool = False
     nonlinearity: str = "none"
     readout: str = "linear"
     last_readout: str = "mlp"
@@ -274,6 +278,8 @@ class MultiACESpec:
                 raise ValueError("model.one_particle 'outer' (the linear-ACE atomic basis) needs num_layers: 1")
         elif not self.radial_mlp:
             raise ValueError("model.radial_mlp may only be empty with one_particle: outer")
+        if self.atomic_basis_element_dependent and self.product != "channelwise":
+            raise ValueError("model.atomic_basis_element_dependent needs product: channelwise (A mixed per channel)")
         if self.product == "full":
             if len(self.max_degree) != max(int(c) for c in self.correlation):
                 raise ValueError(

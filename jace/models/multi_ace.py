@@ -57,7 +57,7 @@ _PRESETS: dict[str, dict] = {
     ),
     "mace": dict(
         num_layers=2, channels=32, l_max=3, hidden_l_max=1, correlation=(3, 3), residual="element",
-        update_element_dependent=True, product_element_dependent=True, nonlinearity="none",
+        update_element_dependent=False, atomic_basis_element_dependent=True, product_element_dependent=True, nonlinearity="none",
         readout="linear", last_readout="mlp", readout_all_layers=True, last_layer_scalars_only=True,
         radial_mlp=(64, 64, 64), normalisation="scale_shift", radial=RadialSpec(kind="bessel", n_max=8, envelope_p=5),
     ),
