@@ -516,19 +516,22 @@ def design_rows(
     configs: Sequence[Configuration],
     batch_size: int = 32,
     atom_budget: int = 384,
+    edge_chunk: int = 1024,
 ):
     """Unweighted design-matrix rows, one configuration at a time (in size-sorted order).
 
     Yields (k, x_energy [n_feat], x_forces [n_atoms · 3, n_feat], x_virial [6, n_feat] or None) for
     configuration ``configs[k]``, with n_feat = n_species · n_basis; predictions are x @ c with c the
     flattened [n_species, n_basis] coefficients (energies relative to E0; virial components xx, xy,
-    xz, yy, yz, zz in eV).
+    xz, yy, yz, zz in eV). Peak memory grows with ``edge_chunk`` (edges whose basis derivatives are
+    evaluated at once, each [3, n_basis] plus the product basis's intermediates) more than with
+    ``batch_size`` or ``atom_budget``: lower it for bases of tens of thousands of functions.
     """
     species = SpeciesMap.from_symbols(spec.elements)
     graphs = graphs_from_configurations(configs, spec.cutoff, species)
     iu = np.triu_indices(3)
     for batch, idx, _ in _design_batches(graphs, batch_size, atom_budget):
-        ex, fx, vx = jax.device_get(batch_design_edges(spec, batch))
+        ex, fx, vx = jax.device_get(batch_design_edges(spec, batch, edge_chunk=int(edge_chunk)))
         start = 0
         for slot, k in enumerate(idx):
             c = configs[k]
@@ -585,6 +588,7 @@ def assemble_linear_system(
     batch_size: int | None = None,
     atom_budget: int = 384,
     solver: str = "qr",
+    edge_chunk: int = 1024,
 ) -> tuple[IncrementalQR | DualRidge, dict]:
     """Stream the weighted design matrix of ``train`` into a solver (energies relative to E0).
 
@@ -605,7 +609,7 @@ def assemble_linear_system(
         raise ValueError(f"solver must be 'qr' or 'dual', got {solver!r}")
     t0 = time.perf_counter()
     kinds: list[str] = []
-    for k, x_e, x_f, x_v in design_rows(spec, train, batch_size or max(1, int(fit.chunk_size)), atom_budget):
+    for k, x_e, x_f, x_v in design_rows(spec, train, batch_size or max(1, int(fit.chunk_size)), atom_budget, edge_chunk):
         c = train[k]
         e0_total = float(np.asarray(e0)[species.indices(c.numbers, c.source)].sum())
         x, y = weighted_rows(fit, c, e0_total, x_e, x_f, x_v)
