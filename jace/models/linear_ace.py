@@ -657,6 +657,7 @@ def fit_linear_ace(
         more_features = len(species) * basis.n_functions() > sum(count_rows(c) for c in train)
         kind = "dual" if more_features and fit.lam > 0 else "qr"
     solver, info = assemble_linear_system(spec, fit, train, e0, batch_size, solver=kind)
+    info.pop("row_kinds")  # per-row detail for re-weighting; not part of the fit's summary (metadata is JSON)
     ts = time.perf_counter()
     gamma = np.tile(smoothness_prior(basis, spec, fit), len(species))
     try:
