@@ -540,13 +540,18 @@ def design_rows(
             start += c.n_atoms
 
 
+def row_kinds(config: Configuration) -> list[str]:
+    """Kinds of the rows ``weighted_rows`` makes for ``config``, in its order: "e" (energy), "f" (forces,
+    3 per atom) and "v" (virials, 6; only for a cell with volume, where ``design_rows`` gives x_virial)."""
+    kinds = ["e"] if config.energy is not None else []
+    kinds += ["f"] * (3 * config.n_atoms) if config.forces is not None else []
+    kinds += ["v"] * 6 if config.stress is not None and config.volume > 1e-8 else []
+    return kinds
+
+
 def count_rows(config: Configuration) -> int:
     """Number of least-squares rows ``weighted_rows`` makes for ``config`` (energy, 3 per atom, 6 virials)."""
-    return (
-        (config.energy is not None)
-        + 3 * config.n_atoms * (config.forces is not None)
-        + 6 * (config.stress is not None and config.volume > 1e-8)
-    )
+    return len(row_kinds(config))
 
 
 def weighted_rows(fit: FitSpec, config: Configuration, e0_total: float, x_e, x_f, x_v):
@@ -569,15 +574,6 @@ def weighted_rows(fit: FitSpec, config: Configuration, e0_total: float, x_e, x_f
     if not rows:
         return np.zeros((0, x_e.shape[-1])), np.zeros(0)
     return np.vstack(rows), np.concatenate(rhs)
-
-
-def row_kinds(config: Configuration, x_v) -> list[str]:
-    """Kinds of the rows ``weighted_rows`` makes for ``config``, in its order: "e" (energy), "f" (forces,
-    3 per atom) and "v" (virials, 6)."""
-    kinds = ["e"] if config.energy is not None else []
-    kinds += ["f"] * (3 * config.n_atoms) if config.forces is not None else []
-    kinds += ["v"] * 6 if config.stress is not None and x_v is not None else []
-    return kinds
 
 
 def assemble_linear_system(
@@ -614,8 +610,9 @@ def assemble_linear_system(
         e0_total = float(np.asarray(e0)[species.indices(c.numbers, c.source)].sum())
         x, y = weighted_rows(fit, c, e0_total, x_e, x_f, x_v)
         solver.add(x, y)
-        kinds += row_kinds(c, x_v)
-        assert len(kinds) == solver.n_rows, "row_kinds out of step with weighted_rows"
+        kinds += row_kinds(c)
+        if len(kinds) != solver.n_rows:  # one rule for row counts, kinds and the rows themselves
+            raise RuntimeError(f"{c.source}: row_kinds gives {len(kinds)} rows, weighted_rows {solver.n_rows}")
     info = {
         "n_basis": int(n_b),
         "n_features": int(n_feat),
