@@ -390,49 +390,84 @@ class DualRidge:
     argmin_c |X c − y|² + λ |Γ c|² has the solution c = Γ⁻² Xᵀ α with (K + λ I) α = y and
     K = X Γ⁻² Xᵀ [m, m] (m rows). When n_features > m this needs O(m² + m·n) memory and O(m²·n) time
     instead of the primal O(n²) and O(m·n²): ethanol with 950 configurations has m = 26,600 rows
-    whatever the basis size. The rows live in a float64 file (``np.memmap`` under ``directory``, a
-    temporary folder by default) so the operating system can page them out while K is factorised.
+    whatever the basis size.
+
+    Storage, chosen so that the rows may be far larger than memory:
+    - the rows live in a float64 file (``np.memmap`` under ``directory``, a temporary folder by
+      default) laid out in column blocks, [n_blocks, m, column_block] (the last block zero-padded), so
+      the kernel reads the file once, sequentially, whatever the page cache holds;
+    - the kernel is written to the same folder once computed, and each λ factorises a fresh copy read
+      back from it, so only one m × m array is held in memory at a time.
     Each λ costs one Cholesky factorisation of K + λI (m³/3 flops); like the normal equations, the
     kernel squares the condition number, so λ below about eps · ‖K‖ fails (``solve`` raises).
     """
 
-    def __init__(self, n: int, n_rows: int, directory: str | None = None):
+    def __init__(self, n: int, n_rows: int, directory: str | None = None, column_block: int | None = None):
         import tempfile
 
         self.n, self.m = int(n), int(n_rows)
+        # default: blocks of about 2**27 numbers (1 GiB), the memory the kernel holds besides K
+        cb = int(column_block) if column_block else max(64, (1 << 27) // max(self.m, 1))
+        self.column_block = max(1, min(cb, self.n))
+        n_blocks = -(-self.n // self.column_block)
         self._dir = tempfile.TemporaryDirectory(dir=directory, prefix="jace-dual-")
-        self.x = np.lib.format.open_memmap(f"{self._dir.name}/rows.npy", mode="w+", dtype=np.float64, shape=(self.m, self.n))
+        self.x = np.lib.format.open_memmap(
+            f"{self._dir.name}/rows.npy", mode="w+", dtype=np.float64, shape=(n_blocks, self.m, self.column_block)
+        )
         self.y = np.zeros(self.m)
         self.n_rows = 0
-        self._kernel: tuple[bytes, np.ndarray] | None = None
+        self._kernel_key: bytes | None = None
+
+    def _blocks(self):
+        """(block index, first column, number of columns) for each column block."""
+        cb = self.column_block
+        return [(b, s, min(cb, self.n - s)) for b, s in enumerate(range(0, self.n, cb))]
 
     def add(self, x: np.ndarray, y: np.ndarray):
+        """Append rows x [k, n] with targets y [k]."""
         k = len(y)
         if self.n_rows + k > self.m:
             raise ValueError(f"DualRidge was sized for {self.m} rows; adding {k} more to {self.n_rows} overflows it")
-        self.x[self.n_rows : self.n_rows + k] = x
+        if x.shape != (k, self.n):
+            raise ValueError(f"DualRidge rows must be [{k}, {self.n}], got {x.shape}")
+        for b, s, w in self._blocks():
+            self.x[b, self.n_rows : self.n_rows + k, :w] = x[:, s : s + w]
         self.y[self.n_rows : self.n_rows + k] = y
         self.n_rows += k
-        self._kernel = None
+        self._kernel_key = None
 
     def _check_full(self):
         if self.n_rows != self.m:
             raise ValueError(f"DualRidge holds {self.n_rows} of the {self.m} rows it was sized for")
 
-    def kernel(self, gamma: np.ndarray, block: int = 2048) -> np.ndarray:
-        """K = X Γ⁻² Xᵀ [m, m], lower triangle only (the upper one is not written), in row blocks of
-        general matrix products; cached for the last Γ."""
+    @property
+    def _kernel_path(self) -> str:
+        return f"{self._dir.name}/kernel.npy"
+
+    def kernel(self, gamma: np.ndarray, row_block: int = 2048) -> np.ndarray:
+        """K = X Γ⁻² Xᵀ [m, m], lower triangle only (the upper one is zero), a new array on each call.
+
+        Computed as Σ_b (X_b Γ_b⁻¹)(X_b Γ_b⁻¹)ᵀ over the stored column blocks (one sequential pass over
+        the rows file; the lower triangle in row blocks of general matrix products, ≈ m²·n flops, as
+        syrk would do, which crashes in OpenBLAS 0.3.31: see ``gram``). The result is kept on disk for
+        the last Γ and read back by later calls.
+        """
         self._check_full()
         key = np.asarray(gamma, dtype=np.float64).tobytes()
-        if self._kernel is not None and self._kernel[0] == key:
-            return self._kernel[1]
-        self._kernel = None
-        inv2 = 1.0 / np.asarray(gamma, dtype=np.float64) ** 2
+        if self._kernel_key == key:
+            return np.load(self._kernel_path)
+        self._kernel_key = None
+        inv = 1.0 / np.asarray(gamma, dtype=np.float64)
         k = np.zeros((self.m, self.m))
-        for s in range(0, self.m, block):
-            e = min(s + block, self.m)
-            k[s:e, :e] = (np.asarray(self.x[s:e]) * inv2[None, :]) @ self.x[:e].T
-        self._kernel = (key, k)
+        for b, s, w in self._blocks():
+            xb = np.array(self.x[b, :, :w])
+            xb *= inv[None, s : s + w]
+            for r in range(0, self.m, row_block):
+                e = min(r + row_block, self.m)
+                k[r:e, :e] += xb[r:e] @ xb[:e].T
+            del xb
+        np.save(self._kernel_path, k)
+        self._kernel_key = key
         return k
 
     def solve(self, lam: float, gamma: np.ndarray | None = None, row_scale: np.ndarray | None = None) -> np.ndarray:
@@ -451,17 +486,21 @@ class DualRidge:
         s = np.ones(self.m) if row_scale is None else np.asarray(row_scale, dtype=np.float64)
         if s.shape != (self.m,) or not np.all(np.isfinite(s)):
             raise ValueError(f"row_scale must be {self.m} finite numbers, got shape {s.shape}")
-        a = self.kernel(g).copy()
-        if row_scale is not None:  # in place: no second m × m temporary
+        a = self.kernel(g)  # a fresh array: factorised in place
+        if row_scale is not None:
             a *= s[:, None]
             a *= s[None, :]
         a[np.diag_indices_from(a)] += lam
         alpha = scipy.linalg.cho_solve((cholesky_lower(a), True), s * self.y, check_finite=False)
         del a
-        return (np.asarray(self.x).T @ (s * alpha)) / g**2
+        v = s * alpha
+        c = np.empty(self.n)
+        for b, st, w in self._blocks():
+            c[st : st + w] = np.asarray(self.x[b, :, :w]).T @ v
+        return c / g**2
 
     def close(self):
-        self._kernel = None
+        self._kernel_key = None
         del self.x
         self._dir.cleanup()
 
