@@ -151,3 +151,34 @@ def test_bucket_errors(graphs):
     padded = pad_graph(g, Bucket(int(g.n_node[0]) + 1, int(g.n_edge[0]), 2))  # exact fit works
     assert padded.nodes["positions"].shape[0] == int(g.n_node[0]) + 1
     assert np.asarray(node_mask(padded)).sum() == int(g.n_node[0])
+
+
+def test_padded_batches_pair_every_edge_with_its_reverse(cuau_species):
+    """pad_graph's edges["pair_order"] P puts the reverse (j ← i, −S) of edge P[k] at P[k + E/2], for a
+    small skewed cell with many periodic images (self-image edges i ← i, ±S included) batched with a
+    cluster, padding self-loops included; a list missing one direction, or an odd count, gets no order."""
+    from jace.data.graph import batch_graphs, reverse_pair_order
+
+    rng = np.random.default_rng(3)
+    cell = np.array([[2.6, 0.0, 0.0], [1.9, 2.4, 0.0], [0.7, -0.5, 2.2]])
+    crystal = Configuration(rng.random((2, 3)) @ cell, np.array([29, 79]), cell, np.array([True] * 3))
+    cluster = Configuration(rng.normal(size=(5, 3)) * 1.5, np.array([29, 79, 29, 29, 79]), np.zeros((3, 3)), np.array([False] * 3))
+    gs = graphs_from_configurations([crystal, cluster], CUTOFF, cuau_species)
+    assert np.any(gs[0].senders == gs[0].receivers)  # self-image edges present
+    n_edge = sum(int(g.n_edge[0]) for g in gs)
+    padded = pad_graph(batch_graphs(gs), Bucket(16, n_edge + 10, 3))
+    order = padded.edges["pair_order"]
+    e = len(order)
+    assert sorted(order.tolist()) == list(range(e))
+    a, b = order[: e // 2], order[e // 2 :]
+    np.testing.assert_array_equal(padded.senders[a], padded.receivers[b])
+    np.testing.assert_array_equal(padded.receivers[a], padded.senders[b])
+    np.testing.assert_array_equal(padded.edges["shifts"][a], -padded.edges["shifts"][b])
+    np.testing.assert_array_equal(padded.edges["mask"][a], padded.edges["mask"][b])
+    s, r, sh = padded.senders, padded.receivers, padded.edges["shifts"]
+    assert reverse_pair_order(s[:-2], r[:-2], sh[:-2]) is not None  # two padding self-loops fewer: still paired
+    assert reverse_pair_order(s[1:], r[1:], sh[1:]) is None  # odd
+    keep = np.ones(e, bool)
+    keep[[0, np.flatnonzero(r == r[0])[-1]]] = False  # drop one edge and another of the same centre
+    assert reverse_pair_order(s[keep], r[keep], sh[keep]) is None
+    assert "pair_order" not in pad_graph(batch_graphs(gs), Bucket(16, n_edge + 9, 3)).edges  # odd padding

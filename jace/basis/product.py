@@ -229,6 +229,27 @@ def couple_channels(basis: ProductBasis, aa: list[jnp.ndarray], irrep=(0, 1)) ->
     return jnp.concatenate(parts, axis=1)
 
 
+def folded_coupling(basis: ProductBasis, irrep=(0, 1)) -> np.ndarray:
+    """The coupling of one irrep as one dense host-side tensor D [n_functions, 2L+1, Σ_ν n_AA_ν].
+
+    B_{η M} = Σ_a D[η, M, a] AA_a with AA = concatenate(``monomials``, axis=1): what ``couple`` computes,
+    in the same order of functions η. A linear map of B (Σ_η W_η B_η) folds into one contraction over
+    monomials, Σ_a (Σ_η W_η D[η, :, a]) AA_a, without forming B (as MACE's symmetric contraction does).
+    """
+    starts = np.concatenate([[0], np.cumsum(basis.n_monomials)])
+    n_fun, d = basis.n_functions(irrep), 2 * irrep[0] + 1
+    out = np.zeros((n_fun, d, int(starts[-1])))
+    eta = 0
+    for g in basis.groups.get(irrep, []):
+        nb, r = g.mono_index.shape[0], g.coeff.shape[0]
+        rows = eta + np.arange(nb * r).reshape(nb, r)  # η = block-major, then r, as in ``couple``
+        cols = starts[g.nu - 1] + g.mono_index  # [nb, n_mono]
+        for q in range(g.mono_index.shape[1]):
+            np.add.at(out, (rows, slice(None), cols[:, q : q + 1]), np.broadcast_to(g.coeff[None, :, :, q], (nb, r, d)))
+        eta += nb * r
+    return out
+
+
 def product_basis(basis: ProductBasis, a_flat: jnp.ndarray, irrep=(0, 1)) -> jnp.ndarray:
     """B_{i, v} of one irrep. Args: a_flat [n_nodes, size]. Returns [n_nodes, n_functions, 2L+1]."""
     return couple(basis, monomials(basis, a_flat), irrep)

@@ -8,6 +8,9 @@ A jace graph carries everything the energy needs as a differentiable function of
   senders:   [n_edges] neighbour j;  receivers: [n_edges] centre i
            (messages flow j → i; r_ij = positions[j] - positions[i] + S @ cell)
   masks:   nodes["mask"], edges["mask"], globals["mask"]: True for real entries, False for padding
+  pairs:   edges["pair_order"] [n_edges] int32 (padded graphs only, when every edge has its reverse):
+           a permutation P of the edges such that edge P[k + n_edges/2] is the reverse (j, i, −S) of
+           edge P[k], so per-edge functions of |r_ij| alone are computed for half the edges
   globals: cell [n_graphs, 3, 3] Å, energy [n_graphs] eV, stress [n_graphs, 3, 3] eV/Å³,
            weight / energy_weight / forces_weight / stress_weight [n_graphs],
            has_energy / has_forces / has_stress [n_graphs] (1.0 where the label exists)
@@ -172,13 +175,50 @@ def choose_bucket(buckets: Sequence[Bucket], n_node: int, n_edge: int, n_graph: 
     raise ValueError(f"no bucket fits a batch of {n_node} nodes, {n_edge} edges, {n_graph} graphs: {list(buckets)}")
 
 
+def reverse_pair_order(senders: np.ndarray, receivers: np.ndarray, shifts: np.ndarray) -> np.ndarray | None:
+    """A permutation P [n_edges] of the edges with edge P[k + n_edges/2] the reverse of edge P[k].
+
+    The reverse of the edge (i ← j, shift S) is (j ← i, −S); a full neighbour list (both directions
+    of every pair, as every jace graph has) always has one. Edges that are their own reverse (the
+    padding self-loops, S = 0) are paired with each other. Returns None when some edge has no reverse,
+    or when their count is odd. Host-side (numpy), O(n_edges log n_edges).
+    """
+    e = len(senders)
+    if e % 2:
+        return None
+    s = np.rint(np.asarray(shifts)).astype(np.int64)
+    i, j = np.asarray(receivers, np.int64), np.asarray(senders, np.int64)
+    key = (s[:, 2], s[:, 1], s[:, 0], j, i)  # lexsort: last key is the primary one
+    key_rev = (-s[:, 2], -s[:, 1], -s[:, 0], i, j)
+    order, order_rev = np.lexsort(key), np.lexsort(key_rev)
+    if not all(np.array_equal(a[order], b[order_rev]) for a, b in zip(key, key_rev)):
+        return None
+    rev = np.empty(e, dtype=np.int64)
+    rev[order_rev] = order  # edge order_rev[k], reversed, is edge order[k]
+    if not np.array_equal(rev[rev], np.arange(e)):
+        return None
+    idx = np.arange(e)
+    fwd, own = idx[idx < rev], idx[idx == rev]
+    if len(own) % 2:
+        return None
+    return np.concatenate([fwd, own[0::2], rev[fwd], own[1::2]]).astype(np.int32)
+
+
 def pad_graph(graph: jraph.GraphsTuple, bucket: Bucket) -> jraph.GraphsTuple:
-    """Pad a (batched) numpy graph to the bucket's static shape with one extra dummy graph."""
+    """Pad a (batched) numpy graph to the bucket's static shape with one extra dummy graph.
+
+    Adds edges["pair_order"] (see the module docstring) when every edge, padding included, has its
+    reverse.
+    """
     n_node, n_edge, n_graph = int(graph.n_node.sum()), int(graph.n_edge.sum()), int(graph.n_node.shape[0])
     if not bucket.fits(n_node, n_edge, n_graph):
         raise ValueError(f"batch of {n_node} nodes, {n_edge} edges, {n_graph} graphs does not fit {bucket}")
-    padded = jraph.pad_with_graphs(graph, bucket.n_node, bucket.n_edge, bucket.n_graph)
+    edges = {k: v for k, v in graph.edges.items() if k != "pair_order"}  # a batch's order is its own
+    padded = jraph.pad_with_graphs(graph._replace(edges=edges), bucket.n_node, bucket.n_edge, bucket.n_graph)
     # jraph pads edges between the first padding node and itself; shifts are zero, so |r| = 0.
+    order = reverse_pair_order(padded.senders, padded.receivers, padded.edges["shifts"])
+    if order is not None:
+        padded = padded._replace(edges={**padded.edges, "pair_order": order})
     return padded
 
 

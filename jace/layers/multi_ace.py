@@ -19,7 +19,15 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jace.basis.product import OneParticle, ProductBasis, build_product_basis, couple, couple_channels, monomials
+from jace.basis.product import (
+    OneParticle,
+    ProductBasis,
+    build_product_basis,
+    couple,
+    couple_channels,
+    folded_coupling,
+    monomials,
+)
 from jace.basis.radial import radial_functions
 from jace.layers import equivariant as eq
 from jace.models.design import MultiACESpec
@@ -61,6 +69,16 @@ class RadialMLP(nn.Module):
             x = eq.normalized_silu(x @ w / math.sqrt(x.shape[-1]))
         w = self.param("w_out", _normal, (x.shape[-1], self.n_out), g.dtype)
         return x @ w / math.sqrt(x.shape[-1])
+
+
+def radial_per_edge(mlp: nn.Module, g: jnp.ndarray, paired: bool) -> jnp.ndarray:
+    """mlp(g) [e, n_out] for g [e, n_rad]; when ``paired`` (rows k and k + e/2 of g belong to an edge
+    and its reverse, so they are equal) the MLP runs on the first half and its output is repeated:
+    half the per-edge work, forward and backward (the radial MLPs are the largest per-edge cost)."""
+    if not paired:
+        return mlp(g)
+    half = mlp(g[: g.shape[0] // 2])
+    return jnp.concatenate([half, half], axis=0)
 
 
 class PairMixing(nn.Module):
@@ -129,25 +147,53 @@ class ProductMessage(nn.Module):
     def __call__(self, a: jnp.ndarray, species: jnp.ndarray):
         n = a.shape[0]
         aa = monomials(self.basis, a)
+        if self.kind == "channelwise":
+            return self._channelwise(aa, species, a.shape[-1], a.dtype)
         parts, feats = [], []
         for L in range(self.l_out + 1):
             irrep = (L, (-1) ** L)
-            if self.kind == "channelwise":
-                b = couple_channels(self.basis, aa, irrep)  # [n, η, 2L+1, K]
-                k = a.shape[-1]
-            else:
-                b = couple(self.basis, aa, irrep)  # [n, η, 2L+1]
-                k = self.channels
+            b = couple(self.basis, aa, irrep)  # [n, η, 2L+1]
+            k = self.channels
             n_eta = b.shape[1]
             shape = (self.n_species, n_eta, k) if self.element_dependent else (n_eta, k)
             w = self.param(f"w_L{L}", _normal, shape, a.dtype)
             wn = w[species] if self.element_dependent else jnp.broadcast_to(w, (n,) + w.shape)
-            if self.kind == "channelwise":
-                m = jnp.einsum("neMk,nek->nMk", b, wn)
-            else:
-                m = jnp.einsum("neM,nek->nMk", b, wn)
+            m = jnp.einsum("neM,nek->nMk", b, wn)
             feats.append(b)
             parts.append(m / math.sqrt(max(n_eta, 1)))
+        return jnp.concatenate(parts, axis=1), feats
+
+    def _channelwise(self, aa, species, k: int, dtype):
+        """m_{LM,k} = Σ_a (Σ_η W_{z η k} D[η, M, a] / √n_η) AA_{a,k}: the weights folded into the coupling
+        (``folded_coupling``), so B is never formed: per node Σ_L (2L+1) · n_AA · K multiply-adds after
+        the ``monomials`` recursion, instead of gathering every block's monomials and contracting them.
+        The B features are still returned for analysis; under jit nothing uses them and XLA drops them.
+        """
+        n, n_z = aa[0].shape[0], self.n_species
+        aa_all = jnp.concatenate(aa, axis=1)  # [n, A, K]
+        parts, feats = [], []
+        for L in range(self.l_out + 1):
+            irrep = (L, (-1) ** L)
+            d = folded_coupling(self.basis, irrep)  # [η, 2L+1, A], host-side
+            n_eta = d.shape[0]
+            shape = (n_z, n_eta, k) if self.element_dependent else (n_eta, k)
+            w = self.param(f"w_L{L}", _normal, shape, dtype)
+            if n_eta == 0:
+                parts.append(jnp.zeros((n, 2 * L + 1, k), dtype))
+                feats.append(jnp.zeros((n, 0, 2 * L + 1, k), dtype))
+                continue
+            d = jnp.asarray(d, dtype) / math.sqrt(n_eta)
+            if self.element_dependent:
+                c = jnp.einsum("zek,eMa->zMak", w, d)  # [Z, 2L+1, A, K]
+                if n_z <= 8:  # every element's message, then each node's: Z small, no gather of c
+                    m_z = jnp.einsum("nak,zMak->nzMk", aa_all, c)
+                    m = jnp.einsum("nz,nzMk->nMk", jax.nn.one_hot(species, n_z, dtype=dtype), m_z)
+                else:
+                    m = jnp.einsum("nak,nMak->nMk", aa_all, c[species])
+            else:
+                m = jnp.einsum("nak,Mak->nMk", aa_all, jnp.einsum("ek,eMa->Mak", w, d))
+            parts.append(m)
+            feats.append(couple_channels(self.basis, aa, irrep))  # [n, η, 2L+1, K]
         return jnp.concatenate(parts, axis=1), feats
 
 
@@ -158,13 +204,15 @@ class MultiACELayer(nn.Module):
       h: [n, K_in, (L_in+1)²] node features; one_hot: [n, Z]; species: [n] int.
       sh: [e, (l_max+1)²] edge harmonics; g: [e, n_rad] radial basis (with envelope; zero on padding edges).
       senders (j), receivers (i): [e] int; inv_avg_neighbors: scalar 1/⟨neighbours⟩ (or 1).
+      paired (static): edge k + e/2 is the reverse of edge k, so g is too and the radial MLP runs on
+        the first half only (``radial_per_edge``).
     """
 
     spec: MultiACESpec
     t: int
 
     @nn.compact
-    def __call__(self, h, one_hot, species, sh, g, senders, receivers, inv_avg_neighbors):
+    def __call__(self, h, one_hot, species, sh, g, senders, receivers, inv_avg_neighbors, paired: bool = False):
         s, t = self.spec, self.t
         n, n_species = h.shape[0], one_hot.shape[1]
         l_in = eq.l_max_of(h)
@@ -178,7 +226,7 @@ class MultiACELayer(nn.Module):
                 raise ValueError("one_particle 'outer' needs scalar input features")
             n_rad = s.radial.n_max
             if s.radial_mlp:
-                r = RadialMLP(tuple(s.radial_mlp), n_rad * (s.l_max + 1), name="radial")(g)
+                r = radial_per_edge(RadialMLP(tuple(s.radial_mlp), n_rad * (s.l_max + 1), name="radial"), g, paired)
                 r = r.reshape(-1, s.l_max + 1, n_rad)
             elif s.radial_element_dependent:
                 r = PairMixing(n_species, s.l_max + 1, name="radial_pairs")(g, species[receivers], species[senders])
@@ -197,7 +245,7 @@ class MultiACELayer(nn.Module):
             h_up = EquivariantLinear(s.channels, name="linear_up")(h)
             if s.radial_element_dependent:
                 g = PairMixing(n_species, 1, name="radial_pairs")(g, species[receivers], species[senders])[:, 0]
-            w_r = RadialMLP(tuple(s.radial_mlp), len(paths) * s.channels, name="radial")(g)
+            w_r = radial_per_edge(RadialMLP(tuple(s.radial_mlp), len(paths) * s.channels, name="radial"), g, paired)
             w_r = w_r.reshape(-1, len(paths), s.channels)
             msg = eq.edge_tensor_product(sh, h_up[senders], w_r, paths, receivers, n) * inv_avg_neighbors  # [n, P, K]
             w_a = [

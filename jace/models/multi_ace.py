@@ -105,7 +105,9 @@ class MultiACENetwork(nn.Module):
     inv_avg_neighbors: float = 1.0
 
     @nn.compact
-    def __call__(self, species, vectors, senders, receivers, mask_e, r0=None):
+    def __call__(self, species, vectors, senders, receivers, mask_e, r0=None, paired: bool = False):
+        """``paired`` (static): edge k + n_edges/2 is the reverse of edge k, so the radial MLPs, which
+        see |r| alone, run on the first half (see ``jace.data.graph.reverse_pair_order``)."""
         s = self.spec
         dtype = vectors.dtype
         n_species = len(s.elements)
@@ -122,7 +124,7 @@ class MultiACENetwork(nn.Module):
         energy = jnp.zeros(species.shape, dtype)
         for t in range(s.num_layers):
             h, e_t = MultiACELayer(s, t, name=f"layer_{t}")(
-                h, one_hot, species, sh, g, senders, receivers, self.inv_avg_neighbors
+                h, one_hot, species, sh, g, senders, receivers, self.inv_avg_neighbors, paired
             )
             energy = energy + e_t
         return energy
@@ -162,12 +164,23 @@ class MultiACEModel(NeuralModel):
         return MultiACENetwork(self.spec, inv_avg_neighbors)
 
     def _inputs(self, graph: jraph.GraphsTuple):
+        """(species, edge vectors, senders, receivers, edge mask, r0, paired) for the network.
+
+        A padded graph's edges["pair_order"] puts every edge's reverse n_edges/2 places after it: the
+        edges are permuted by it (the sums over edges do not depend on their order) and the radial MLPs
+        run on half of them, unless the radial functions depend on the (ordered) element pair.
+        """
         vec = edge_vectors(graph.nodes["positions"], graph.globals["cell"], graph)
-        species = graph.nodes["species"]
+        species, senders, receivers, mask = graph.nodes["species"], graph.senders, graph.receivers, edge_mask(graph)
+        paired = "pair_order" in graph.edges and not self.spec.radial_element_dependent
+        if paired:
+            order = jnp.asarray(graph.edges["pair_order"])
+            senders, receivers, mask = (jnp.asarray(x)[order] for x in (senders, receivers, mask))
+            vec = vec[order]
         r0 = None
-        if self._r0 is not None:
-            r0 = jnp.asarray(self._r0, vec.dtype)[species[graph.receivers], species[graph.senders]]
-        return species, vec, graph.senders, graph.receivers, edge_mask(graph), r0
+        if self._r0 is not None:  # symmetric in the pair, as pairing needs
+            r0 = jnp.asarray(self._r0, vec.dtype)[species[receivers], species[senders]]
+        return species, vec, senders, receivers, mask, r0, paired
 
     def _spec_to_dict(self) -> dict:
         return spec_to_dict(self.spec)
