@@ -180,3 +180,20 @@ def test_pair_r0_table_is_element_pair_dependent():
     tab = radial.pair_r0_table((1, 6, 8))
     assert tab.shape == (3, 3) and np.allclose(tab, tab.T)
     assert tab[0, 0] < tab[0, 1] < tab[1, 1]
+
+
+@pytest.mark.parametrize("l_max,nu,l_out", [(2, 3, 1), (3, 3, 2), (1, 2, 1)])
+def test_folded_coupling_equals_the_coupled_products(l_max, nu, l_out):
+    """folded_coupling's dense D gives B = D · AA, the same functions in the same order as couple_channels
+    (multi-ACE messages fold their weights into D instead of forming B)."""
+    from jace.basis.product import couple_channels, folded_coupling, monomials
+    from jace.layers.multi_ace import channelwise_product_basis
+
+    basis = channelwise_product_basis(l_max, nu, l_out)
+    a = jnp.asarray(np.random.default_rng(0).normal(size=(5, (l_max + 1) ** 2, 4)))
+    aa = monomials(basis, a)
+    for L in range(l_out + 1):
+        b = couple_channels(basis, aa, (L, (-1) ** L))
+        d = folded_coupling(basis, (L, (-1) ** L))
+        assert d.shape == (b.shape[1], 2 * L + 1, sum(basis.n_monomials)) and b.shape[1] > 0
+        np.testing.assert_allclose(jnp.einsum("eMa,nak->neMk", d, jnp.concatenate(aa, axis=1)), b, rtol=0, atol=1e-12)
