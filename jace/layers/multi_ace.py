@@ -74,7 +74,7 @@ class RadialMLP(nn.Module):
 def radial_per_edge(mlp: nn.Module, g: jnp.ndarray, paired: bool) -> jnp.ndarray:
     """mlp(g) [e, n_out] for g [e, n_rad]; when ``paired`` (rows k and k + e/2 of g belong to an edge
     and its reverse, so they are equal) the MLP runs on the first half and its output is repeated:
-    half the per-edge work, forward and backward (the radial MLPs are the largest per-edge cost)."""
+    half the MLP's work, forward and backward."""
     if not paired:
         return mlp(g)
     half = mlp(g[: g.shape[0] // 2])
