@@ -74,6 +74,7 @@ descent, so they take a ``training:`` section instead of ``fit:``::
       energy_weight: 1
       forces_weight: 100
       stage_two: {start_fraction: 0.75, energy_weight: 1000, forces_weight: 100, lr: 1.0e-3}
+      max_minutes: null            # a wall-clock budget: stop after it (stage two at start_fraction of it)
       e0: isolated                 # least_squares, zero, or {H: -13.6, C: -1026.9, O: -2037.8}
       committee:                   # optional: train N members in one vmapped program (jace.training.committee)
         n_members: 4               # a positive integer
@@ -862,6 +863,7 @@ _TRAINING_FIELDS: dict[str, Any] = {
     "config_type_weights": "config_type_weights",
     "stage_two": "stage_two",
     "patience": "int_or_null",
+    "max_minutes": "float_or_null",
     "n_buckets": "int",
     "data_parallel": "bool",
     "plots": "bool",

@@ -127,7 +127,7 @@ def test_training_section_maps_onto_train_settings():
 
     training = {
         "max_epochs": 5, "optimizer": "amsgrad", "lr": "1e-3", "schedule": "plateau", "clip_norm": None,
-        "ema_decay": None, "patience": 3, "weight_decay_patterns": "product",
+        "ema_decay": None, "patience": 3, "weight_decay_patterns": "product", "max_minutes": 90,
         "config_type_weights": {"bulk_300K": 2, "bulk_600K": {"forces": 0.5}},
         "stage_two": {"start_fraction": 0.5, "energy_weight": 100, "stress_weight": None, "lr": 1e-4},
         "e0": {"Cu": -0.1, "Au": -0.2}, "precision": "float32",
@@ -139,6 +139,7 @@ def test_training_section_maps_onto_train_settings():
     assert (s.max_epochs, s.optimizer, s.lr, s.schedule, s.clip_norm, s.ema_decay, s.patience) == (
         5, "amsgrad", 1e-3, "plateau", None, None, 3)
     assert s.weight_decay_patterns == ("product",) and s.dtype == "float32" and cfg.precision == "float32"
+    assert s.max_minutes == 90.0
     assert s.config_type_weights == {"bulk_300K": 2.0, "bulk_600K": {"forces": 0.5}}
     assert s.stage_two == StageTwo(start_fraction=0.5, energy_weight=100.0, forces_weight=100.0, lr=1e-4)
     assert cfg.training.e0 == {"Cu": -0.1, "Au": -0.2}

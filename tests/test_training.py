@@ -462,3 +462,37 @@ def test_weight_decay_patterns_matching_nothing_are_an_error():
         opt.init(params)
     mask = weight_decay_mask(params, TrainSettings().weight_decay_patterns)
     assert mask["params"]["layer_0"]["linear_up"]["w"] and not mask["params"]["layer_0"]["radial"]["w0"]
+
+
+def test_max_minutes_stops_starts_stage_two_and_carries_over_resume(base_run, model, data, tmp_path, monkeypatch):
+    import jace.training.loop as loop
+
+    ticks = iter(range(10**6))  # a clock that advances one second every time it is read
+    monkeypatch.setattr(loop, "_clock", lambda: float(next(ticks)))
+    stage = StageTwo(start_fraction=0.5, energy_weight=1000.0, forces_weight=1.0, lr=1e-3)
+    settings = dataclasses.replace(SETTINGS, max_minutes=0.5, stage_two=stage)  # 30 "seconds"
+    result = train(model, data[0], data[1], settings, tmp_path, progress=False)
+    assert result.stop_reason == "max_minutes"
+    assert 0 < result.step < MAX_EPOCHS * 2
+    stages = [r["stage"] for r in result.history]
+    assert stages[0] == 1 and stages[-1] == 2  # stage two began halfway through the budget, by time
+    assert result.history[-1]["lr"] == 1e-3
+    assert result.compilations["train_step"] == 0
+    spent = read_checkpoint_header(os.path.join(tmp_path, "checkpoints", "last.ckpt"))["train_elapsed_s"]
+    assert spent >= 30.0
+    with open(os.path.join(tmp_path, "train.log")) as fh:
+        log = fh.read()
+    assert "minutes is spent" in log and "of max_minutes 0.5 minutes" in log
+    # The budget is carried over: a resumed run has none left and stops after one more step.
+    again = train(model, data[0], data[1], settings, tmp_path, resume=True, progress=False)
+    assert again.stop_reason == "max_minutes" and again.step == result.step + 1
+    # A larger budget lets it go on from where it stopped.
+    more = train(model, data[0], data[1], dataclasses.replace(settings, max_minutes=1.0), tmp_path, resume=True,
+                 progress=False)
+    assert more.step > again.step + 1
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("nan"), float("inf")])
+def test_max_minutes_must_be_positive(bad):
+    with pytest.raises(ValueError, match="max_minutes"):
+        dataclasses.replace(SETTINGS, max_minutes=bad)

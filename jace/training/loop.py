@@ -99,6 +99,7 @@ CSV_COLUMNS = (
 )
 
 _LOGGER = logging.getLogger("jace.training")
+_clock = time.perf_counter  # the max_minutes clock (tests replace it)
 
 # Settings that fix the data order and the compiled shapes: a resumed run must not change them.
 _RESUME_FIXED = ("seed", "batch_size", "n_buckets", "dtype", "data_parallel")
@@ -116,7 +117,7 @@ class TrainResult:
     state: the final ``TrainState``.
     best_valid_loss, best_step: the best validation loss (current stage) and its step.
     step, epoch: where training stopped (epochs completed).
-    stop_reason: "max_epochs", "early_stopping" or "callback".
+    stop_reason: "max_epochs", "max_minutes", "early_stopping" or "callback".
     history: the evaluation rows (as in metrics.csv).
     valid_metrics: ``compute_metrics`` of ``params`` on the validation set.
     compilations: {"train_step": n, "eval_step": m} traces (= XLA compilations) in this call.
@@ -277,6 +278,7 @@ class _Trainer:
         self.resume = resume
         self.show_progress = progress
         self.callback = callback
+        self._elapsed_before, self._loop_start = 0.0, None  # the max_minutes clock (see run)
         if not resume and os.path.exists(self.last_path):
             raise FileExistsError(
                 f"{self.last_path} exists: pass resume=True to continue that run, or choose a new out_dir"
@@ -382,6 +384,7 @@ class _Trainer:
             "settings": self.s.to_dict(),
             "n_train": len(self.train_configs),
             "train_fingerprint": fingerprint(self.train_configs),
+            "train_elapsed_s": self._elapsed(),
         }
 
     def _save(self, path, state, rng, prog, kind):
@@ -435,6 +438,16 @@ class _Trainer:
             lambda b: self.eval_step(params, b), self.valid_batches, self.valid_configs, weights, self.valid_stress
         )
 
+    def _elapsed(self) -> float:
+        """Seconds of this run's training loop so far, those before a resume included."""
+        if self._loop_start is None:
+            return self._elapsed_before
+        return self._elapsed_before + _clock() - self._loop_start
+
+    def _out_of_time(self, fraction: float = 1.0) -> bool:
+        m = self.s.max_minutes
+        return m is not None and self._elapsed() >= fraction * 60.0 * m
+
     def _switch_stage_two(self, prog: _Progress, step: int, why: str) -> None:
         prog.stage_two = True
         prog.best_valid_loss = math.inf
@@ -453,8 +466,10 @@ class _Trainer:
         self._prepare()
         state, rng = self._init_state()
         prog = _Progress()
+        self._elapsed_before, self._loop_start = 0.0, None
         if self.resuming:
             state, rng, prog, header = self._restore(state, rng)
+            self._elapsed_before = float(header.get("train_elapsed_s", 0.0))
             self.log(f"resumed from {self.last_path} at step {int(state.step)}, epoch {prog.epoch}")
             rows = _read_csv_rows(self.csv_path, int(state.step))
         else:
@@ -481,11 +496,17 @@ class _Trainer:
         last_eval_step = step if self.resuming else -1
         last_lr = self._lr(step, prog)
         postfix: dict = {}
+        self._loop_start = _clock()
         try:
             while prog.epoch < s.max_epochs:
                 if (self.stage_two_epoch is not None and not prog.stage_two and prog.batch == 0
                         and prog.epoch >= self.stage_two_epoch):
                     self._switch_stage_two(prog, step, f"epoch {prog.epoch}")
+                if (s.stage_two is not None and not prog.stage_two and prog.batch == 0
+                        and self._out_of_time(s.stage_two.start_fraction)):
+                    self._switch_stage_two(
+                        prog, step, f"{self._elapsed() / 60:.2f} of max_minutes {s.max_minutes:g} minutes"
+                    )
                 if groups_epoch != prog.epoch:
                     groups = self._plan(prog.epoch)
                     groups_epoch = prog.epoch
@@ -519,12 +540,17 @@ class _Trainer:
                 due = (s.eval_unit == "step" and step % s.eval_every == 0) or (
                     s.eval_unit == "epoch" and epoch_done and prog.epoch % s.eval_every == 0
                 )
-                if due or (epoch_done and prog.epoch == s.max_epochs):
+                out_of_time = self._out_of_time()
+                if due or out_of_time or (epoch_done and prog.epoch == s.max_epochs):
                     row, stop = self._eval_and_checkpoint(state, rng, prog, step, last_lr, recent_losses, t_start)
                     recent_losses = []
                     last_eval_step = step
                     postfix.update(_postfix(row))
                     self.pbar.set_postfix(postfix, refresh=True)
+                    if stop is None and out_of_time:
+                        stop = "max_minutes"
+                        self.log(f"stopped at step {step}: the budget of {s.max_minutes:g} minutes is spent "
+                                 f"({self._elapsed() / 60:.2f} minutes)")
                     if stop:
                         stop_reason = stop
                         break

@@ -45,6 +45,11 @@ class TrainSettings:
     Stopping:
       patience: stop after this many evaluations without a better validation loss (None: never);
         when a stage two is pending, it starts instead.
+      max_minutes: a wall-clock budget for the training loop (steps, evaluations and the first
+        compilation; graph building before it is not counted), carried over by ``--resume``.
+        Training stops after the first step past it, with an evaluation and a checkpoint. A pending
+        stage two starts at the first epoch boundary past ``stage_two.start_fraction`` of the budget
+        if that comes before its epoch. None: no limit but ``max_epochs``.
       plots: write PNG plots at the end.
     """
 
@@ -80,6 +85,7 @@ class TrainSettings:
     config_type_weights: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     stage_two: Optional[StageTwo] = None
     patience: Optional[int] = None
+    max_minutes: Optional[float] = None
     seed: int = 0
     n_buckets: int = 4
     dtype: str = "float64"
@@ -110,6 +116,8 @@ class TrainSettings:
             raise ValueError(f"ema_decay must be in [0, 1) or None, got {self.ema_decay!r}")
         if self.patience is not None and self.patience < 1:
             raise ValueError(f"patience must be >= 1 or None, got {self.patience!r}")
+        if self.max_minutes is not None and not (np.isfinite(self.max_minutes) and self.max_minutes > 0):
+            raise ValueError(f"max_minutes must be a positive number of minutes or None, got {self.max_minutes!r}")
         for name in ("energy_weight", "forces_weight", "stress_weight", "virial_weight", "weight_decay"):
             v = getattr(self, name)
             if not (np.isfinite(v) and v >= 0):
