@@ -18,7 +18,13 @@ the training step are built by ``mace_torch_side.training_setup`` and run by ``m
   (weights 1 and 100 unless given); gradient-norm clipping at 10;
 * optimizer: Adam with AMSGrad, lr 0.01, weight decay 5e-7 on mace's decay groups; EMA decay 0.99;
   with a validation set, mace's ``ReduceLROnPlateau`` (factor 0.8, patience 50 epochs) on the EMA
-  validation loss after every epoch; without one the learning rate stays constant.
+  validation loss after every epoch; without one the learning rate stays constant;
+* stage two (``--stage-two-fraction f``, off by default): at the first epoch boundary past f of the
+  budget, the loss becomes ``WeightedEnergyForcesLoss(1000, 100)`` and the learning rate 1e-3, as
+  ``mace_run_train --swa`` does at ``start_swa`` (its defaults: ``--swa_energy_weight 1000
+  --swa_forces_weight 100 --swa_lr 1e-3``, from epoch ``max_num_epochs // 4 * 3``); the plateau
+  scheduler stops. mace anneals to swa_lr over one epoch (SWALR) and keeps a weight average that its
+  EMA evaluation does not use; here the rate is set at once.
 
 The wall-clock budget covers the training steps only (and the per-epoch validation, if any); it is
 checked after every step, so the loop stops within one step of the budget. Data loading, neighbour
@@ -89,6 +95,11 @@ def main(argv=None):
     p.add_argument("--forces-weight", type=float, default=None, help="overrides the JSON (default 100)")
     p.add_argument("--valid-fraction", type=float, default=0.0,
                    help="hold out this part of train_300K for validation and ReduceLROnPlateau (mace: 0.1)")
+    p.add_argument("--stage-two-fraction", type=float, default=None,
+                   help="start mace's stage two (weights 1000/100, lr 1e-3) at this fraction of the budget")
+    p.add_argument("--swa-energy-weight", type=float, default=1000.0)
+    p.add_argument("--swa-forces-weight", type=float, default=100.0)
+    p.add_argument("--swa-lr", type=float, default=1e-3)
     p.add_argument("--eval-batch-size", type=int, default=32)
     p.add_argument("--eval-train", action="store_true", help="also evaluate the EMA model on the training set")
     p.add_argument("--save-model", default=None, help="torch.save the EMA-weight model here")
@@ -125,7 +136,20 @@ def main(argv=None):
     t0 = time.perf_counter()
     out_of_time = False
     model.train()
+    stage_two_step = None
     while not out_of_time:
+        if (args.stage_two_fraction is not None and stage_two_step is None
+                and time.perf_counter() - t0 >= args.stage_two_fraction * budget_s):
+            from mace import modules
+
+            loss_fn = modules.WeightedEnergyForcesLoss(energy_weight=args.swa_energy_weight,
+                                                       forces_weight=args.swa_forces_weight)
+            for group in optimizer.param_groups:
+                group["lr"] = args.swa_lr
+            scheduler = None
+            stage_two_step = steps
+            print(f"stage two from step {steps} ({time.perf_counter() - t0:.1f} s): weights "
+                  f"{args.swa_energy_weight:g}/{args.swa_forces_weight:g}, lr {args.swa_lr:g}", flush=True)
         losses = []
         for batch in s["train_loader"]:
             loss, _ = take_step(model=model, loss_fn=loss_fn, batch=batch, optimizer=optimizer, ema=ema,
@@ -145,10 +169,11 @@ def main(argv=None):
             with ema.average_parameters():
                 v = evaluate(model, s["valid_data"], args.eval_batch_size)
             entry["valid"] = v
-            # mace steps the scheduler on the loss function evaluated on the validation set:
-            vloss = (hp["energy_weight"] * (v["energy_per_atom_rmse_meV"] * 1e-3) ** 2
-                     + hp["forces_weight"] * (v["forces_rmse_meV_per_A"] * 1e-3) ** 2)
-            scheduler.step(vloss)
+            if scheduler is not None:
+                # mace steps the scheduler on the loss function evaluated on the validation set:
+                vloss = (hp["energy_weight"] * (v["energy_per_atom_rmse_meV"] * 1e-3) ** 2
+                         + hp["forces_weight"] * (v["forces_rmse_meV_per_A"] * 1e-3) ** 2)
+                scheduler.step(vloss)
         epoch_log.append(entry)
         if entry["complete"]:
             print(f"epoch {epochs:4d}  {entry['elapsed_s']:7.1f} s  loss {entry['train_loss_mean']:.5f}"
@@ -194,6 +219,9 @@ def main(argv=None):
         "epochs": epochs,
         "steps_per_s": steps / train_s if train_s > 0 else None,
         "final_lr": optimizer.param_groups[0]["lr"],
+        "stage_two": None if args.stage_two_fraction is None else {
+            "fraction": args.stage_two_fraction, "energy_weight": args.swa_energy_weight,
+            "forces_weight": args.swa_forces_weight, "lr": args.swa_lr, "from_step": stage_two_step},
         "loadavg_1min_at_end": os.getloadavg()[0],
         "epoch_log": epoch_log,
         "test": test,
