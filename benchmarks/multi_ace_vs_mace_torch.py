@@ -217,7 +217,9 @@ def main(argv=None):
             print(msg, flush=True)
     os.unlink(hp_path.name)
     result = {"benchmark": "multi_ace_vs_mace_torch", "hyperparameters": HP, "platform": platform.platform(),
-              "cpu_count": os.cpu_count(), "command": " ".join(["python"] + sys.argv), "records": records}
+              "cpu_count": os.cpu_count(), "command": " ".join(["python"] + sys.argv),
+              "GLIBC_TUNABLES": os.environ.get("GLIBC_TUNABLES"),  # inherited by the mace-torch subprocesses
+              "records": records}
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as fh:
         json.dump(result, fh, indent=1)

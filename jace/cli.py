@@ -12,6 +12,9 @@ With ``training.committee`` the neural model is a committee trained in one vmapp
 (``jace.training.committee``): model.jace holds every member, and metrics.json adds the committee's
 uncertainty statistics; ``jace eval`` reports them too and ``--predictions`` writes the spreads.
 ``jace ablate SWEEP.yaml`` trains every design point of a sweep (``jace.diagnostics.ablation``).
+``jace info`` prints versions, devices and the memory settings. The ``jace`` command restarts itself
+once with huge-page malloc where the host allows it (``jace.hugepage_malloc``; 1.6× faster
+energy+forces on the development CPU); ``JACE_HUGEPAGE_MALLOC=0`` turns that off.
 """
 
 from __future__ import annotations
@@ -414,6 +417,10 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--output-dir", help="where to write the results (overrides the sweep's out_dir)")
     a.set_defaults(func=cmd_ablate)
 
+    i = sub.add_parser("info", help="versions, devices and memory settings of this host",
+                       description="Versions, devices and memory settings of this host (for bug reports).")
+    i.set_defaults(func=cmd_info)
+
     d = sub.add_parser(
         "demo",
         help="the whole path on synthetic EMT data: train a small MACE, evaluate, simulate with jax-md, plot",
@@ -427,6 +434,36 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.set_defaults(func=cmd_demo)
     return p
+
+
+def cmd_info(args) -> int:
+    import platform
+
+    import jax
+
+    import jace
+    from jace import hugepage_malloc
+
+    print(f"jace {getattr(jace, '__version__', '?')}, jax {jax.__version__}, python {platform.python_version()}")
+    print(f"platform: {platform.platform()}, {os.cpu_count()} CPUs")
+    print(f"devices: {', '.join(str(d) for d in jax.devices())}")
+    print(hugepage_malloc.describe())
+    return 0
+
+
+def entry() -> None:
+    """The ``jace`` console script: restart once with huge-page malloc where it helps
+    (``jace.hugepage_malloc``), then run :func:`main`."""
+    from jace import hugepage_malloc
+
+    env = hugepage_malloc.reexec_environment(os.environ, hugepage_malloc.thp_mode(), hugepage_malloc.glibc_version())
+    if env is not None:
+        code = "import sys; from jace.cli import main; sys.argv[0] = 'jace'; sys.exit(main())"
+        try:
+            os.execve(sys.executable, [sys.executable, "-c", code, *sys.argv[1:]], env)
+        except OSError:  # cannot restart: go on without huge pages
+            pass
+    sys.exit(main())
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
