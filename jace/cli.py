@@ -55,17 +55,23 @@ class _EchoHandler(logging.Handler):
 
 @contextlib.contextmanager
 def echo_training_log(log: Callable[[str], None] = _log):
-    """Print the trainer's log lines (``jace.training`` logger) while the block runs."""
+    """Print the trainer's log lines (``jace.training`` logger) while the block runs.
+
+    The lines do not propagate to the root logger meanwhile: where an imported library has configured
+    it (``logging.basicConfig``), every line was printed twice, once as ``INFO:jace.training:...``.
+    """
     logger = logging.getLogger("jace.training")
     handler = _EchoHandler(log)
-    old_level = logger.level
+    old_level, old_propagate = logger.level, logger.propagate
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
+    logger.propagate = False
     try:
         yield
     finally:
         logger.removeHandler(handler)
         logger.setLevel(old_level)
+        logger.propagate = old_propagate
 
 
 def _show_progress() -> bool:

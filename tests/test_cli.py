@@ -6,6 +6,7 @@ one does, and that bad input ends with exit code 2 and a message naming the prob
 """
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -238,3 +239,22 @@ def test_invalid_yaml_syntax(tmp_path, capsys):
     p = tmp_path / "c.yaml"
     p.write_text("model: {elements: [Cu\ndata: x\n")
     _fails(["train", p], capsys, "c.yaml", "invalid YAML", "line")
+
+
+def test_training_log_lines_are_printed_once_even_with_a_configured_root_logger(capsys):
+    import logging
+
+    from jace.cli import echo_training_log
+
+    root = logging.getLogger()
+    handler = logging.StreamHandler(sys.stderr)  # what logging.basicConfig would add
+    root.addHandler(handler)
+    try:
+        lines = []
+        with echo_training_log(lines.append):
+            logging.getLogger("jace.training").info("step 1 of a run")
+        assert lines == ["step 1 of a run"]
+        assert "step 1 of a run" not in capsys.readouterr().err
+        assert logging.getLogger("jace.training").propagate  # restored
+    finally:
+        root.removeHandler(handler)
