@@ -13,7 +13,7 @@ With ``training.committee`` the neural model is a committee trained in one vmapp
 uncertainty statistics; ``jace eval`` reports them too and ``--predictions`` writes the spreads.
 ``jace ablate SWEEP.yaml`` trains every design point of a sweep (``jace.diagnostics.ablation``).
 ``jace info`` prints versions, devices and the memory settings. The ``jace`` command restarts itself
-once with huge-page malloc where the host allows it (``jace.hugepage_malloc``; 1.6× faster
+once with huge-page malloc where the host allows it (``jace.hugepage_malloc``; 1.4–1.9× faster
 energy+forces on the development CPU); ``JACE_HUGEPAGE_MALLOC=0`` turns that off.
 """
 

@@ -5,9 +5,8 @@ multi-ACE energy+forces call on a 512-atom cell needs a few hundred MB of them, 
 them in afresh, one 4 KiB page at a time: 82,000 minor page faults per call (float64, ``getrusage``),
 a third of the call's CPU time in the kernel. (Where they are released between calls is not known:
 turning glibc's mmap of large blocks off, ``glibc.malloc.mmap_max=0`` with a huge trim threshold,
-left the count unchanged.) Measured on
-the development machine (2 cores, THP mode ``madvise``), 512-atom Si, ``mace`` with 32 channels, three
-fresh processes per setting, alternating:
+left the count unchanged.) Measured on the development machine (2 cores, THP mode ``madvise``),
+512-atom Si, ``mace`` with 32 channels, three fresh processes per setting, alternating:
 
   ============  ============================  ==================================
   precision     default malloc                ``glibc.malloc.hugetlb=1``
@@ -61,13 +60,18 @@ def glibc_version() -> Optional[tuple[int, int]]:
     return (int(m.group(1)), int(m.group(2))) if m else None
 
 
-def active(environ: Mapping[str, str] = os.environ) -> bool:
-    """Whether this process was started with the hugetlb malloc tunable set (to a non-zero value)."""
+def _tunable_value(environ: Mapping[str, str]) -> Optional[str]:
+    """The value GLIBC_TUNABLES gives the hugetlb tunable, None when it does not name it."""
     for item in environ.get("GLIBC_TUNABLES", "").split(":"):
         key, _, value = item.partition("=")
         if key == TUNABLE:
-            return value not in ("", "0")
-    return False
+            return value
+    return None
+
+
+def active(environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether this process was started with the hugetlb malloc tunable set (to a non-zero value)."""
+    return _tunable_value(environ) not in (None, "", "0")
 
 
 def reexec_environment(
@@ -83,9 +87,9 @@ def reexec_environment(
         return None
     if environ.get(OPT_OUT, "1").strip().lower() in ("0", "false", "no", "off"):
         return None
-    tunables = environ.get("GLIBC_TUNABLES", "")
-    if any(item.partition("=")[0] == TUNABLE for item in tunables.split(":")):
+    if _tunable_value(environ) is not None:
         return None
+    tunables = environ.get("GLIBC_TUNABLES", "")
     env = dict(environ)
     env["GLIBC_TUNABLES"] = f"{tunables}:{TUNABLE}=1" if tunables else f"{TUNABLE}=1"
     return env

@@ -191,6 +191,8 @@ def test_incompatible_hidden_irreps(irreps, why):
         ({"training": {"stage_two": {"lr_": 1}}}, "unknown key 'training.stage_two.lr_' (did you mean 'lr'?)"),
         ({"training": {"stage_two": {"lr": -1}}}, "training.stage_two.lr must be positive"),
         ({"training": {"max_epochs": 0}}, "training.max_epochs must be a positive integer"),
+        ({"training": {"max_minutes": 0}}, "c.yaml: training.max_minutes must be a positive number of minutes"),
+        ({"training": {"max_minutes": "an hour"}}, "c.yaml: training.max_minutes must be a number, got 'an hour'"),
         ({"training": {"dtype": "float32"}}, "unknown key 'training.dtype': use 'precision'"),
         ({"training": {"seed": 3}}, "unknown key 'training.seed': use the top-level 'seed'"),
         ({"training": {"precision": "float32"}}, "precision is float64 but training.precision is float32"),

@@ -466,7 +466,6 @@ class _Trainer:
         self._prepare()
         state, rng = self._init_state()
         prog = _Progress()
-        self._elapsed_before, self._loop_start = 0.0, None
         if self.resuming:
             state, rng, prog, header = self._restore(state, rng)
             self._elapsed_before = float(header.get("train_elapsed_s", 0.0))
