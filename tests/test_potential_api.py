@@ -27,7 +27,7 @@ def model_and_graph():
     model = MultiACEModel(spec, e0=[-3.5, -2.1], scale=1.3, shift=0.2, avg_num_neighbors=8.0)
     cfg = random_crystal(np.random.default_rng(3))
     graph = pad_graph(graph_from_configuration(cfg, CUTOFF, SPECIES), BUCKET)
-    params = model.init(jax.random.PRNGKey(0), graph)
+    params = jax.jit(model.init)(jax.random.PRNGKey(0), graph)
     params = jax.tree_util.tree_map(lambda x: x + 0.2 * jnp.sin(jnp.arange(x.size).reshape(x.shape)), params)
     return model.with_params(params), graph
 
@@ -39,7 +39,7 @@ def test_potential_energy_and_predict_equal_the_model(model_and_graph, tmp_path)
         assert isinstance(pot, Potential) and pot.cutoff == CUTOFF and pot.species == SPECIES
         e = jax.jit(pot.energy)(pot.params, graph)
         np.testing.assert_allclose(np.asarray(e), np.asarray(ref.energy), rtol=1e-12, atol=1e-12)
-        out = pot.predict(pot.params, graph)
+        out = jax.jit(pot.predict)(pot.params, graph)  # eager equals jit: tests/test_multi_ace.py
         np.testing.assert_allclose(np.asarray(out.forces), np.asarray(ref.forces), atol=1e-12)
         np.testing.assert_allclose(np.asarray(out.stress), np.asarray(ref.stress), atol=1e-12)
 
@@ -60,7 +60,8 @@ def test_parameter_gradient_matches_finite_difference(model_and_graph):
     h = 1e-5
     plus = jax.tree_util.tree_map(lambda x, d: x + h * d, pot.params, direction)
     minus = jax.tree_util.tree_map(lambda x, d: x - h * d, pot.params, direction)
-    fd = (float(loss(plus)) - float(loss(minus))) / (2 * h)
+    loss_jit = jax.jit(loss)
+    fd = (float(loss_jit(plus)) - float(loss_jit(minus))) / (2 * h)
     analytic = sum(float(jnp.vdot(g, d)) for g, d in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(direction)))
     assert abs(fd - analytic) < 1e-6 * max(1.0, abs(analytic)), (fd, analytic)
 
@@ -76,7 +77,8 @@ def test_vmap_over_positions_equals_a_loop(model_and_graph):
         return pot.energy(pot.params, graph._replace(nodes={**graph.nodes, "positions": p}))[0]
 
     batched = jax.vmap(energy_at)(stack)
-    looped = jnp.stack([energy_at(p) for p in stack])
+    one = jax.jit(energy_at)
+    looped = jnp.stack([one(p) for p in stack])
     np.testing.assert_allclose(np.asarray(batched), np.asarray(looped), rtol=1e-12)
     assert len(set(np.round(np.asarray(looped), 10))) == 3  # the perturbations change the energy
 
@@ -89,8 +91,8 @@ def test_float32_potential_is_close_to_float64(model_and_graph):
     g32 = graph._replace(nodes={**graph.nodes, "positions": jnp.asarray(graph.nodes["positions"], jnp.float32)},
                          edges={**graph.edges, "shifts": jnp.asarray(graph.edges["shifts"], jnp.float32)},
                          globals={**graph.globals, "cell": jnp.asarray(graph.globals["cell"], jnp.float32)})
-    e64 = float(pot.energy(pot.params, graph)[0])
-    e32 = pot32.energy(pot32.params, g32)[0]
+    e64 = float(jax.jit(pot.energy)(pot.params, graph)[0])
+    e32 = jax.jit(pot32.energy)(pot32.params, g32)[0]
     assert e32.dtype == jnp.float32
     assert abs(float(e32) - e64) < 1e-4 * max(1.0, abs(e64))
     assert cast_params({"i": jnp.arange(3)}, jnp.float32)["i"].dtype == jnp.arange(3).dtype
