@@ -18,6 +18,7 @@ from typing import Optional
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jace.basis.product import (
     OneParticle,
@@ -164,13 +165,17 @@ class ProductMessage(nn.Module):
         return jnp.concatenate(parts, axis=1), feats
 
     def _channelwise(self, aa, species, k: int, dtype):
-        """m_{LM,k} = Σ_a (Σ_η W_{z η k} D[η, M, a] / √n_η) AA_{a,k}: the weights folded into the coupling
-        (``folded_coupling``), so B is never formed: per node Σ_L (2L+1) · n_AA · K multiply-adds after
-        the ``monomials`` recursion, instead of gathering every block's monomials and contracting them.
+        """m_{LM,k} = Σ_ν Σ_a (Σ_η W_{z η k} D[η, M, a] / √n_η) AA^ν_{a,k}: the weights folded into the
+        coupling (``folded_coupling``), so B is never formed: per node Σ_L (2L+1) · n_AA · K multiply-adds
+        after the ``monomials`` recursion, instead of gathering every block's monomials and contracting
+        them. One contraction per correlation order ν, on that order's monomials as the recursion made
+        them: concatenating the orders first (and splitting the gradient after) cost 30 % more (fwd+bwd
+        of a ν = 3, l_max 2, 32-channel product on 512 nodes, float64: 58-65 ms against 40-42 ms).
         The B features are still returned for analysis; under jit nothing uses them and XLA drops them.
         """
         n, n_z = aa[0].shape[0], self.n_species
-        aa_all = jnp.concatenate(aa, axis=1)  # [n, A, K]
+        starts = np.concatenate([[0], np.cumsum([x.shape[1] for x in aa])])
+        one_hot = jax.nn.one_hot(species, n_z, dtype=dtype) if self.element_dependent and n_z <= 8 else None
         parts, feats = [], []
         for L in range(self.l_out + 1):
             irrep = (L, (-1) ** L)
@@ -182,16 +187,25 @@ class ProductMessage(nn.Module):
                 parts.append(jnp.zeros((n, 2 * L + 1, k), dtype))
                 feats.append(jnp.zeros((n, 0, 2 * L + 1, k), dtype))
                 continue
-            d = jnp.asarray(d, dtype) / math.sqrt(n_eta)
-            if self.element_dependent:
-                c = jnp.einsum("zek,eMa->zMak", w, d)  # [Z, 2L+1, A, K]
-                if n_z <= 8:  # every element's message, then each node's: Z small, no gather of c
-                    m_z = jnp.einsum("nak,zMak->nzMk", aa_all, c)
-                    m = jnp.einsum("nz,nzMk->nMk", jax.nn.one_hot(species, n_z, dtype=dtype), m_z)
+            d = d / math.sqrt(n_eta)
+            m = 0.0
+            for nu, aa_nu in enumerate(aa):
+                d_nu = d[:, :, starts[nu] : starts[nu + 1]]
+                used = np.flatnonzero(np.any(d_nu != 0.0, axis=(0, 1)))  # monomials this L uses at all
+                if used.size == 0:
+                    continue
+                x = aa_nu if used.size == aa_nu.shape[1] else aa_nu[:, used]
+                d_nu = jnp.asarray(d_nu[:, :, used], dtype)
+                if self.element_dependent:
+                    c = jnp.einsum("zek,eMa->zMak", w, d_nu)  # [Z, 2L+1, A_ν, K]
+                    if one_hot is not None:  # every element's message (each node's is picked below): Z small
+                        m = m + jnp.einsum("nak,zMak->nzMk", x, c)
+                    else:
+                        m = m + jnp.einsum("nak,nMak->nMk", x, c[species])
                 else:
-                    m = jnp.einsum("nak,nMak->nMk", aa_all, c[species])
-            else:
-                m = jnp.einsum("nak,Mak->nMk", aa_all, jnp.einsum("ek,eMa->Mak", w, d))
+                    m = m + jnp.einsum("nak,Mak->nMk", x, jnp.einsum("ek,eMa->Mak", w, d_nu))
+            if one_hot is not None:
+                m = jnp.einsum("nz,nzMk->nMk", one_hot, m)
             parts.append(m)
             feats.append(couple_channels(self.basis, aa, irrep))  # [n, η, 2L+1, K]
         return jnp.concatenate(parts, axis=1), feats
