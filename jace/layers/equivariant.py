@@ -119,7 +119,11 @@ def edge_tensor_product(
     [n_edges, P, K] array is ever concatenated (or split in the backward pass). On CPU the batched dot
     is 1.7–1.9× faster (forward and backward) than the same contraction written as d2 broadcast
     products, which XLA fuses with the gather into slow scalar loops (measured on 14,336 edges, K = 32,
-    l_sh = 2, l_in = 1; mace on 512-atom Si: 0.67× the time).
+    l_sh = 2, l_in = 1; mace on 512-atom Si: 0.67× the time). The per-path weights come from one
+    ``split``, whose gradient is one concatenate: slicing each path out of ``weights`` had XLA pad
+    every path's gradient to the full [n_edges, P, K] and add them up (fwd+bwd of this function with
+    the radial output layer, 64 C atoms, 5,696 edges: 40-42 ms against 30-32 ms in float64, 22 against
+    15 ms in float32).
 
     Args:
       sh: [n_edges, (l_sh+1)²] spherical harmonics.
@@ -134,11 +138,12 @@ def edge_tensor_product(
     l_sh = int(round(np.sqrt(sh.shape[1]))) - 1
     c, offsets = _stacked_path_coefficients(tuple(paths), l_sh)
     t_all = sh @ jnp.asarray(c, sh.dtype)  # [e, Σ_p (2l2+1)(2l3+1)]
+    w_paths = jnp.split(weights, len(paths), axis=1)  # one split: its gradient is one concatenate
     outs = []
     for p, ((l1, l2, l3), off) in enumerate(zip(paths, offsets)):
         d2, d3 = 2 * l2 + 1, 2 * l3 + 1
         t = t_all[:, off : off + d2 * d3].reshape(-1, d2, d3)
-        h = h_j[:, l2 * l2 : (l2 + 1) ** 2] * weights[:, p : p + 1, :]  # [e, 2l2+1, K]
+        h = h_j[:, l2 * l2 : (l2 + 1) ** 2] * w_paths[p]  # [e, 2l2+1, K]
         acc = jnp.einsum("ebm,ebk->emk", t, h)  # a batched [d3 × d2] @ [d2 × K] per edge
         outs.append(jax.ops.segment_sum(acc, receivers, num_segments=n_nodes))
     return jnp.concatenate(outs, axis=1)
