@@ -191,11 +191,9 @@ class ProductMessage(nn.Module):
             m = 0.0
             for nu, aa_nu in enumerate(aa):
                 d_nu = d[:, :, starts[nu] : starts[nu + 1]]
-                used = np.flatnonzero(np.any(d_nu != 0.0, axis=(0, 1)))  # monomials this L uses at all
-                if used.size == 0:
+                if not np.any(d_nu):  # no function of this L has order ν
                     continue
-                x = aa_nu if used.size == aa_nu.shape[1] else aa_nu[:, used]
-                d_nu = jnp.asarray(d_nu[:, :, used], dtype)
+                x, d_nu = aa_nu, jnp.asarray(d_nu, dtype)
                 if self.element_dependent:
                     c = jnp.einsum("zek,eMa->zMak", w, d_nu)  # [Z, 2L+1, A_ν, K]
                     if one_hot is not None:  # every element's message (each node's is picked below): Z small
