@@ -170,7 +170,7 @@ class ProductMessage(nn.Module):
         after the ``monomials`` recursion, instead of gathering every block's monomials and contracting
         them. One contraction per correlation order ν, on that order's monomials as the recursion made
         them: concatenating the orders first (and splitting the gradient after) cost 30 % more (fwd+bwd
-        of a ν = 3, l_max 2, 32-channel product on 512 nodes, float64: 58-65 ms against 40-42 ms).
+        of a ν = 3, l_max 2, 32-channel product on 512 nodes, float64: 58-65 ms against 37-42 ms).
         The B features are still returned for analysis; under jit nothing uses them and XLA drops them.
         """
         n, n_z = aa[0].shape[0], self.n_species
@@ -193,15 +193,15 @@ class ProductMessage(nn.Module):
                 d_nu = d[:, :, starts[nu] : starts[nu + 1]]
                 if not np.any(d_nu):  # no function of this L has order ν
                     continue
-                x, d_nu = aa_nu, jnp.asarray(d_nu, dtype)
+                d_nu = jnp.asarray(d_nu, dtype)
                 if self.element_dependent:
                     c = jnp.einsum("zek,eMa->zMak", w, d_nu)  # [Z, 2L+1, A_ν, K]
                     if one_hot is not None:  # every element's message (each node's is picked below): Z small
-                        m = m + jnp.einsum("nak,zMak->nzMk", x, c)
+                        m = m + jnp.einsum("nak,zMak->nzMk", aa_nu, c)
                     else:
-                        m = m + jnp.einsum("nak,nMak->nMk", x, c[species])
+                        m = m + jnp.einsum("nak,nMak->nMk", aa_nu, c[species])
                 else:
-                    m = m + jnp.einsum("nak,Mak->nMk", x, jnp.einsum("ek,eMa->Mak", w, d_nu))
+                    m = m + jnp.einsum("nak,Mak->nMk", aa_nu, jnp.einsum("ek,eMa->Mak", w, d_nu))
             if one_hot is not None:
                 m = jnp.einsum("nz,nzMk->nMk", one_hot, m)
             parts.append(m)
