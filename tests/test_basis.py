@@ -197,3 +197,37 @@ def test_folded_coupling_equals_the_coupled_products(l_max, nu, l_out):
         d = folded_coupling(basis, (L, (-1) ** L))
         assert d.shape == (b.shape[1], 2 * L + 1, sum(basis.n_monomials)) and b.shape[1] > 0
         np.testing.assert_allclose(jnp.einsum("eMa,nak->neMk", d, jnp.concatenate(aa, axis=1)), b, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("l_max,nu,l_out", [(2, 3, 1), (3, 3, 2), (1, 2, 1)])
+def test_parity_ordered_basis_and_coupling_blocks(l_max, nu, l_out):
+    """parity_ordered reorders monomials only: B is unchanged, function for function; each irrep's
+    coupling_blocks then cover a slice of monomials of that irrep's parity alone, and with the
+    monomial axis first (monomials(axis=0)) give the same B."""
+    from jace.basis.product import (
+        OneParticle, build_product_basis, couple_channels, coupling_blocks, monomials, parity_ordered,
+    )
+
+    irreps = tuple((L, (-1) ** L) for L in range(l_out + 1))
+    plain = build_product_basis(OneParticle(1, 1, l_max), nu, [k * (1.0 + l_max) + 1.0 for k in range(1, nu + 1)], 1.0, irreps)
+    ordered = parity_ordered(plain)
+    a = jnp.asarray(np.random.default_rng(1).normal(size=(5, (l_max + 1) ** 2, 4)))
+    aa, aa_plain = monomials(ordered, a), monomials(plain, a)
+    aa_first = monomials(ordered, a.transpose(1, 0, 2), axis=0)
+    assert [x.shape[1] for x in aa] == plain.n_monomials
+    l_of = np.floor(np.sqrt(np.arange((l_max + 1) ** 2))).astype(int)
+    for L in range(l_out + 1):
+        b = couple_channels(ordered, aa, (L, (-1) ** L))
+        np.testing.assert_allclose(b, couple_channels(plain, aa_plain, (L, (-1) ** L)), rtol=0, atol=1e-12)
+        from_blocks = 0.0
+        for v, lo, hi, d in coupling_blocks(ordered, (L, (-1) ** L)):
+            # parity of each monomial in the block: product of its factors' (-1)^l along the recursion
+            parity = np.ones(hi - lo)
+            idx = np.arange(lo, hi)
+            for level in range(v, -1, -1):
+                parent, last = ordered.levels[level]
+                parity *= (-1.0) ** l_of[last[idx]]
+                idx = parent[idx]
+            assert np.all(parity == (-1) ** L), (L, v)
+            from_blocks = from_blocks + jnp.einsum("eMq,qnk->neMk", d, aa_first[v][lo:hi])
+        np.testing.assert_allclose(from_blocks, b, rtol=0, atol=1e-12)

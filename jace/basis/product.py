@@ -191,16 +191,43 @@ def build_product_basis(
     return ProductBasis(op, correlation, levels, groups, info)
 
 
-def monomials(basis: ProductBasis, a_flat: jnp.ndarray) -> list[jnp.ndarray]:
+def monomials(basis: ProductBasis, a_flat: jnp.ndarray, axis: int = 1) -> list[jnp.ndarray]:
     """The recursion. Args: a_flat [n_nodes, one_particle.size, *batch]. Returns per ν: AA_ν [n_nodes, n_AA_ν, *batch].
 
     Trailing batch axes (e.g. channels for the channel-wise products of multi-ACE layers) ride along.
+    ``axis`` is where the one-particle (and monomial) axis is: 1 as above, or 0 for a_flat
+    [size, n_nodes, *batch] → AA_ν [n_AA_ν, n_nodes, *batch], where every gather copies whole
+    contiguous rows (and its gradient adds whole rows).
     """
     out = []
     for nu, (parent, last) in enumerate(basis.levels, start=1):
-        a_last = a_flat[:, last]
-        out.append(a_last if nu == 1 else out[-1][:, parent] * a_last)
+        a_last = jnp.take(a_flat, last, axis=axis)
+        out.append(a_last if nu == 1 else jnp.take(out[-1], parent, axis=axis) * a_last)
     return out
+
+
+def parity_ordered(basis: ProductBasis) -> ProductBasis:
+    """The same basis (same functions, same order η) with every level's monomials reordered: those of
+    even parity (Π_ξ (-1)^{l_ξ} = +1) first, then the odd ones.
+
+    A function of parity p only uses monomials of parity p, so after this reordering the monomials of
+    one irrep are a contiguous range of each level: a slice instead of a gather.
+    """
+    op = basis.one_particle
+    l_of_flat = np.floor(np.sqrt(np.arange(op.size) % (op.l_max + 1) ** 2)).astype(int)
+    levels, inverses, parities = [], [], []
+    for nu, (parent, last) in enumerate(basis.levels, start=1):
+        parity = (-1) ** l_of_flat[last] * (parities[-1][parent] if nu > 1 else 1)
+        perm = np.argsort(parity < 0, kind="stable")
+        new_parent = inverses[-1][parent[perm]].astype(np.int32) if nu > 1 else parent[perm]
+        levels.append((new_parent, last[perm]))
+        inverses.append(np.argsort(perm))
+        parities.append(parity)
+    groups = {
+        irr: [CouplingGroup(g.nu, g.L, inverses[g.nu - 1][g.mono_index].astype(np.int32), g.coeff) for g in gl]
+        for irr, gl in basis.groups.items()
+    }
+    return ProductBasis(op, basis.correlation, levels, groups, basis.info)
 
 
 def couple(basis: ProductBasis, aa: list[jnp.ndarray], irrep=(0, 1)) -> jnp.ndarray:
@@ -248,6 +275,31 @@ def folded_coupling(basis: ProductBasis, irrep=(0, 1)) -> np.ndarray:
             np.add.at(out, (rows, slice(None), cols[:, q : q + 1]), np.broadcast_to(g.coeff[None, :, :, q], (nb, r, d)))
         eta += nb * r
     return out
+
+
+def coupling_blocks(basis: ProductBasis, irrep=(0, 1)) -> list[tuple[int, int, int, np.ndarray]]:
+    """``folded_coupling`` cut into the monomial ranges one irrep uses: a list of (ν - 1, lo, hi, D_ν)
+    with D_ν [n_functions, 2L+1, hi - lo] such that B_{η M} = Σ_blocks Σ_q D_ν[η, M, q] AA_ν[lo + q].
+
+    Orders ν with no function of this irrep are left out; with ``parity_ordered`` levels each range
+    holds only monomials of the irrep's parity. Computed once per basis and irrep (host-side, cached
+    on the basis; the arrays are read-only).
+    """
+    cache = basis.__dict__.setdefault("_coupling_blocks", {})
+    if irrep not in cache:
+        d = folded_coupling(basis, irrep)
+        starts = np.concatenate([[0], np.cumsum(basis.n_monomials)])
+        blocks = []
+        for nu in range(basis.correlation):
+            d_nu = d[:, :, starts[nu] : starts[nu + 1]]
+            used = np.nonzero(np.any(d_nu != 0, axis=(0, 1)))[0]
+            if used.size:
+                lo, hi = int(used[0]), int(used[-1]) + 1
+                block = np.ascontiguousarray(d_nu[:, :, lo:hi])
+                block.flags.writeable = False
+                blocks.append((nu, lo, hi, block))
+        cache[irrep] = blocks
+    return cache[irrep]
 
 
 def product_basis(basis: ProductBasis, a_flat: jnp.ndarray, irrep=(0, 1)) -> jnp.ndarray:
