@@ -343,3 +343,34 @@ def test_paired_edges_give_the_full_edge_computation(model):
     a, b = model.predict_graph(g), model.predict_graph(full)
     for x, y in ((a.energy, b.energy), (a.forces, b.forces), (a.stress, b.stress)):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("n_species,element_dependent", [(3, True), (10, True), (3, False)])
+def test_channelwise_message_equals_the_weighted_product_basis(n_species, element_dependent):
+    """ProductMessage's channel-wise message (parity-ordered monomials, B = D @ AA as matrix
+    products, per-node weights by one-hot for few elements and by gather for many) equals
+    m[n, M, k] = Σ_η W[z_n, η, k] B[n, η, M, k] / √n_η with B from ``couple_channels`` on the basis
+    in its original monomial order."""
+    from jace.basis.product import OneParticle, build_product_basis, couple_channels, monomials
+    from jace.layers.multi_ace import ProductMessage, channelwise_product_basis
+
+    l_max, nu, l_out, k, n = 2, 3, 1, 5, 7
+    rng = np.random.default_rng(3)
+    a = jnp.asarray(rng.normal(size=(n, (l_max + 1) ** 2, k)))
+    species = jnp.asarray(rng.integers(0, n_species, n))
+    module = ProductMessage("channelwise", channelwise_product_basis(l_max, nu, l_out), l_out, k, n_species,
+                            element_dependent)
+    params = module.init(jax.random.PRNGKey(0), a, species)
+    m, _ = jax.jit(module.apply)(params, a, species)
+
+    irreps = tuple((L, (-1) ** L) for L in range(l_out + 1))
+    plain = build_product_basis(OneParticle(1, 1, l_max), nu, [v * (1.0 + l_max) + 1.0 for v in range(1, nu + 1)],
+                                1.0, irreps)
+    aa = monomials(plain, a)
+    expected = []
+    for L in range(l_out + 1):
+        b = couple_channels(plain, aa, (L, (-1) ** L))  # [n, η, 2L+1, K]
+        w = params["params"][f"w_L{L}"]
+        wn = w[species] if element_dependent else jnp.broadcast_to(w, (n,) + w.shape)
+        expected.append(jnp.einsum("nek,neMk->nMk", wn, b) / np.sqrt(b.shape[1]))
+    np.testing.assert_allclose(m, jnp.concatenate(expected, axis=1), rtol=1e-12, atol=1e-12)
