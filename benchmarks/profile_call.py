@@ -48,7 +48,10 @@ def part_of(op_name: str) -> str:
 
 def trace_events(trace_dir: str) -> list[dict]:
     """Complete ("X") events of the newest xplane in a jax.profiler trace directory."""
-    from xprof.convert import raw_to_tool_data
+    try:
+        from xprof.convert import raw_to_tool_data
+    except ImportError as err:
+        raise SystemExit(f"profile_call.py reads the trace with xprof: pip install xprof ({err})") from err
 
     planes = sorted(glob.glob(os.path.join(trace_dir, "**", "*.xplane.pb"), recursive=True), key=os.path.getmtime)
     if not planes:
@@ -61,7 +64,7 @@ def trace_events(trace_dir: str) -> list[dict]:
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", default=None)
-    p.add_argument("--case", default="acac_32")
+    p.add_argument("--case", default="acac_32", choices=["acac_1", "acac_32", "si_64", "si_512", "c_64", "c_512"])
     p.add_argument("--dtype", default="float64", choices=["float32", "float64"])
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--top", type=int, default=30)
@@ -75,22 +78,12 @@ def main(argv=None):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + f" --xla_dump_to={dump} --xla_dump_hlo_as_text").strip()
 
     import jax
-    import numpy as np
 
     jax.config.update("jax_enable_x64", args.dtype == "float64")
     import multi_ace_vs_mace_torch as bench
-    from jace.data.configuration import Configuration
-    from jace.data.graph import Bucket, SpeciesMap, batch_graphs, graph_from_configuration, pad_graph
 
-    frames = bench.frames_for(args.case, args.data)
-    elements = sorted({a for f in frames for a in f.get_chemical_symbols()})
-    species = SpeciesMap.from_symbols(elements)
-    model = bench.jace_model(bench.HP, elements, args.dtype)
-    cfgs = [Configuration(f.positions, f.numbers, np.array(f.cell), list(f.pbc)) for f in frames]
-    b = batch_graphs([graph_from_configuration(c, bench.HP["cutoff"], species) for c in cfgs])
-    n_node, n_edge = int(b.n_node.sum()), int(b.n_edge.sum())
-    g = pad_graph(b, Bucket(-(-(n_node + 1) // 64) * 64, -(-n_edge // 64) * 64, len(cfgs) + 1))
-    g = jax.tree.map(lambda x: x.astype(args.dtype) if np.issubdtype(x.dtype, np.floating) else x, g)
+    model, prep = bench.jace_setup(args.case, args.dtype, args.data)
+    g, n_node, n_edge = prep()
     params = jax.jit(model.init)(jax.random.PRNGKey(0), g)
 
     def call():

@@ -204,12 +204,10 @@ def test_parity_ordered_basis_and_coupling_blocks(l_max, nu, l_out):
     """parity_ordered reorders monomials only: B is unchanged, function for function; each irrep's
     coupling_blocks then cover a slice of monomials of that irrep's parity alone, and with the
     monomial axis first (monomials(axis=0)) give the same B."""
-    from jace.basis.product import (
-        OneParticle, build_product_basis, couple_channels, coupling_blocks, monomials, parity_ordered,
-    )
+    from jace.basis.product import couple_channels, coupling_blocks, monomials, parity_ordered
+    from jace.layers.multi_ace import channelwise_product_basis
 
-    irreps = tuple((L, (-1) ** L) for L in range(l_out + 1))
-    plain = build_product_basis(OneParticle(1, 1, l_max), nu, [k * (1.0 + l_max) + 1.0 for k in range(1, nu + 1)], 1.0, irreps)
+    plain = channelwise_product_basis(l_max, nu, l_out, by_parity=False)
     ordered = parity_ordered(plain)
     a = jnp.asarray(np.random.default_rng(1).normal(size=(5, (l_max + 1) ** 2, 4)))
     aa, aa_plain = monomials(ordered, a), monomials(plain, a)

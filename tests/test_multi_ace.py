@@ -351,7 +351,7 @@ def test_channelwise_message_equals_the_weighted_product_basis(n_species, elemen
     products, per-node weights by one-hot for few elements and by gather for many) equals
     m[n, M, k] = Σ_η W[z_n, η, k] B[n, η, M, k] / √n_η with B from ``couple_channels`` on the basis
     in its original monomial order."""
-    from jace.basis.product import OneParticle, build_product_basis, couple_channels, monomials
+    from jace.basis.product import couple_channels, monomials
     from jace.layers.multi_ace import ProductMessage, channelwise_product_basis
 
     l_max, nu, l_out, k, n = 2, 3, 1, 5, 7
@@ -363,9 +363,7 @@ def test_channelwise_message_equals_the_weighted_product_basis(n_species, elemen
     params = module.init(jax.random.PRNGKey(0), a, species)
     m, _ = jax.jit(module.apply)(params, a, species)
 
-    irreps = tuple((L, (-1) ** L) for L in range(l_out + 1))
-    plain = build_product_basis(OneParticle(1, 1, l_max), nu, [v * (1.0 + l_max) + 1.0 for v in range(1, nu + 1)],
-                                1.0, irreps)
+    plain = channelwise_product_basis(l_max, nu, l_out, by_parity=False)
     aa = monomials(plain, a)
     expected = []
     for L in range(l_out + 1):

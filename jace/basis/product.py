@@ -85,6 +85,7 @@ class ProductBasis:
     levels: list
     groups: dict
     info: dict
+    cache: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)  # host tables, per irrep
 
     def n_functions(self, irrep=(0, 1)) -> int:
         return int(sum(g.n_functions for g in self.groups.get(irrep, [])))
@@ -199,10 +200,11 @@ def monomials(basis: ProductBasis, a_flat: jnp.ndarray, axis: int = 1) -> list[j
     [size, n_nodes, *batch] → AA_ν [n_AA_ν, n_nodes, *batch], where every gather copies whole
     contiguous rows (and its gradient adds whole rows).
     """
+    lead = (slice(None),) * axis  # static numpy indices: plain indexing, no out-of-bounds masking
     out = []
     for nu, (parent, last) in enumerate(basis.levels, start=1):
-        a_last = jnp.take(a_flat, last, axis=axis)
-        out.append(a_last if nu == 1 else jnp.take(out[-1], parent, axis=axis) * a_last)
+        a_last = a_flat[lead + (last,)]
+        out.append(a_last if nu == 1 else out[-1][lead + (parent,)] * a_last)
     return out
 
 
@@ -285,7 +287,7 @@ def coupling_blocks(basis: ProductBasis, irrep=(0, 1)) -> list[tuple[int, int, i
     holds only monomials of the irrep's parity. Computed once per basis and irrep (host-side, cached
     on the basis; the arrays are read-only).
     """
-    cache = basis.__dict__.setdefault("_coupling_blocks", {})
+    cache = basis.cache.setdefault("coupling_blocks", {})
     if irrep not in cache:
         d = folded_coupling(basis, irrep)
         starts = np.concatenate([[0], np.cumsum(basis.n_monomials)])

@@ -18,7 +18,6 @@ from typing import Optional
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jace.basis.product import (
     OneParticle,
@@ -112,12 +111,13 @@ class Readout(nn.Module):
 
 
 @functools.lru_cache(maxsize=64)
-def channelwise_product_basis(l_max: int, correlation: int, l_out: int) -> ProductBasis:
+def channelwise_product_basis(l_max: int, correlation: int, l_out: int, by_parity: bool = True) -> ProductBasis:
     """All symmetrised products of one channel's A (l = 0 … l_max) up to order ν, coupled to L ≤ l_out;
-    monomials ``parity_ordered`` (each L's a slice of every level)."""
+    monomials ``parity_ordered`` (each L's a slice of every level) unless ``by_parity`` is False."""
     max_deg = [nu * (1.0 + l_max) + 1.0 for nu in range(1, correlation + 1)]
     irreps = tuple((L, (-1) ** L) for L in range(l_out + 1))
-    return parity_ordered(build_product_basis(OneParticle(1, 1, l_max), correlation, max_deg, 1.0, irreps))
+    basis = build_product_basis(OneParticle(1, 1, l_max), correlation, max_deg, 1.0, irreps)
+    return parity_ordered(basis) if by_parity else basis
 
 
 @functools.lru_cache(maxsize=64)
