@@ -1,5 +1,8 @@
 """Accuracy at equal wall-clock budget on acetylacetone: jace `mace` and `botnet` against mace-torch.
 
+mace-torch has no BOTNet any more (0.3.16: "BOTNet is deprecated, use MACE instead"), so jace `botnet`'s
+peer is ``mace-torch-nu1``: mace-torch's MACE with correlation order 1 and botnet's three layers.
+
 Each model trains for the same number of minutes on ``acac/train_300K.xyz`` (450 train / 50 validation,
 the same seeded split on both sides), batch 5, AMSGrad lr 0.01, energy/forces weights 1/100, gradient
 clip 10, EMA 0.99, reduce-on-plateau (0.8), E0s from ``isolated_atoms.xyz``, scale = RMS of training
@@ -93,9 +96,14 @@ def run_jace(name, minutes, data_dir, dtype, seed, out_dir, stage_two_fraction):
             "first_stage_two_evaluation_step": stage_two_step, "test": metrics}
 
 
-def run_torch(minutes, data_dir, dtype, seed, torch_python, stage_two_fraction):
+# mace-torch 0.3.16 removed its BOTNet model ("BOTNet is deprecated, use MACE instead"); its stand-in is
+# MACE with correlation order 1 in every layer, given here jace botnet's three layers.
+TORCH_MODELS = {"mace-torch": {}, "mace-torch-nu1": {"correlation": 1, "layers": 3}}
+
+
+def run_torch(name, minutes, data_dir, dtype, seed, torch_python, stage_two_fraction):
     hp = tempfile.NamedTemporaryFile("w", suffix=".json", delete=False)
-    json.dump({k: v for k, v in HP.items() if k != "avg_num_neighbors"}, hp)
+    json.dump({**{k: v for k, v in HP.items() if k != "avg_num_neighbors"}, **TORCH_MODELS[name]}, hp)
     hp.close()
     out = hp.name + ".out.json"
     cmd = [torch_python, os.path.join(HERE, "mace_torch_train.py"), hp.name, "--minutes", str(minutes), "--out", out,
@@ -109,9 +117,9 @@ def run_torch(minutes, data_dir, dtype, seed, torch_python, stage_two_fraction):
         rec = json.load(fh)
     os.unlink(hp.name)
     os.unlink(out)
-    return {"implementation": "mace-torch", "dtype": dtype, "minutes": minutes, "train_s": rec.get("train_s"),
+    return {"implementation": name, "dtype": dtype, "minutes": minutes, "train_s": rec.get("train_s"),
             "steps": rec.get("steps"), "epochs": rec.get("epochs"), "n_params": rec.get("n_params"),
-            "stage_two": rec.get("stage_two"), "test": rec["test"],
+            "stage_two": rec.get("stage_two"), "test": rec["test"], "hyperparameter_overrides": TORCH_MODELS[name],
             "versions": rec.get("versions")}
 
 
@@ -123,20 +131,22 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--stage-two-fraction", type=float, default=0.75,
                    help="start stage two (weights 1000/100, lr 1e-3) at this fraction of the budget; 0: off")
-    p.add_argument("--models", nargs="+", default=["mace-torch", "mace", "botnet"])
+    p.add_argument("--models", nargs="+", default=["mace-torch", "mace", "mace-torch-nu1", "botnet"],
+                   choices=[*TORCH_MODELS, "mace", "botnet"],
+                   help="mace-torch-nu1: mace-torch's MACE with correlation 1 and 3 layers, its stand-in for BOTNet")
     p.add_argument("--out", default=os.path.join(HERE, "results", "equal_budget_acac.json"))
     p.add_argument("--torch-python", default=os.path.join(HERE, "_work", "torch-venv", "bin", "python"))
     args = p.parse_args(argv)
     records = []
     for name in args.models:
-        if name == "mace-torch":
-            rec = run_torch(args.minutes, args.data, args.dtype, args.seed, args.torch_python, args.stage_two_fraction)
+        if name in TORCH_MODELS:
+            rec = run_torch(name, args.minutes, args.data, args.dtype, args.seed, args.torch_python, args.stage_two_fraction)
         else:
             with tempfile.TemporaryDirectory() as tmp:
                 rec = run_jace(name, args.minutes, args.data, args.dtype, args.seed, os.path.join(tmp, "run"),
                                args.stage_two_fraction)
         t = rec["test"]
-        print(f"{rec['implementation']:12s} {rec['steps']} steps: test E MAE {t['energy_mae_meV']:.2f} meV, "
+        print(f"{rec['implementation']:14s} {rec['steps']} steps: test E MAE {t['energy_mae_meV']:.2f} meV, "
               f"F MAE {t['forces_mae_meV_per_A']:.2f} meV/Å", flush=True)
         records.append(rec)
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
