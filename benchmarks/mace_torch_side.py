@@ -7,7 +7,7 @@ Runs in the separate mace-torch virtual environment, not in the project's ``.ven
 
     benchmarks/_work/torch-venv/bin/python benchmarks/mace_torch_side.py HP.json \\
         --dtype float32 float64 --out benchmarks/_work/mace_torch_side.json
-    # subsets:  --cases acac_1 si_512 train   --repeats 20   --stress   --threads 2
+    # subsets:  --cases acac_1 si_512 train   --repeats 20   --stress   --threads 2   --device cuda
 
 ``HP.json`` holds the model hyperparameters (the names are the side-by-side benchmark's, not mace's)::
 
@@ -269,7 +269,19 @@ def avg_num_neighbors_of(data) -> float:
 # records
 
 
-def _common_fields(case: str, dtype: str, hp: dict, threads: int) -> dict:
+def _device(name: str):
+    """torch.device(name) and a function that waits for its queued work (a no-op on the CPU)."""
+    import torch
+
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SystemExit(f"--device {name}: torch sees no CUDA device")
+        return device, torch.cuda.synchronize
+    return device, lambda: None
+
+
+def _common_fields(case: str, dtype: str, hp: dict, threads: int, device: str = "cpu") -> dict:
     import torch
 
     return {
@@ -279,6 +291,8 @@ def _common_fields(case: str, dtype: str, hp: dict, threads: int) -> dict:
         "model_class": "mace.modules.ScaleShiftMACE",
         "versions": versions(),
         "threads": threads,
+        "device": device,
+        "device_name": torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else platform.processor(),
         "torch_num_threads": torch.get_num_threads(),
         "torch_num_interop_threads": torch.get_num_interop_threads(),
         "hyperparameters": hp,
@@ -296,7 +310,10 @@ def _stats(times: Sequence[float]) -> dict:
 
 
 def latency_case(case: str, dtype: str, hp: dict, data_dir: Optional[str], repeats: int, warmup: int,
-                 threads: int, stress: bool) -> dict:
+                 threads: int, stress: bool, device_name: str = "cpu") -> dict:
+    import torch
+
+    device, sync = _device(device_name)
     desc, build = structures.LATENCY_CASES[case]
     frames = build(data_dir)
     z_table = z_table_for(hp, frames)
@@ -305,7 +322,7 @@ def latency_case(case: str, dtype: str, hp: dict, data_dir: Optional[str], repea
     n_edges = int(batch["edge_index"].shape[1])
     avg_nn = float(hp["avg_num_neighbors"]) if hp.get("avg_num_neighbors") else avg_num_neighbors_of(
         atomic_data(configurations(frames), z_table, cutoff))
-    model = build_model(hp, z_table, avg_nn)
+    model = build_model(hp, z_table, avg_nn).to(device)
     model.eval()
 
     periodic = bool(any(a.pbc.any() for a in frames))
@@ -313,7 +330,7 @@ def latency_case(case: str, dtype: str, hp: dict, data_dir: Optional[str], repea
     if stress and periodic:
         modes.append(("model_stress", dict(training=False, compute_force=True, compute_stress=True)))
 
-    rec = _common_fields(case, dtype, hp, threads)
+    rec = _common_fields(case, dtype, hp, threads, device_name)
     rec.update({
         "kind": "latency",
         "description": desc,
@@ -343,11 +360,14 @@ def latency_case(case: str, dtype: str, hp: dict, data_dir: Optional[str], repea
         times: List[float] = []
         out = None
         for i in range(warmup + repeats):
-            bd = dict(batch_dict)
-            bd["positions"] = batch_dict["positions"].detach().clone()
-            bd["shifts"] = batch_dict["shifts"].detach().clone()
+            # on a GPU the batch is copied there before the clock starts, as jace's graph is
+            bd = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch_dict.items()}
+            bd["positions"] = bd["positions"].detach().clone()
+            bd["shifts"] = bd["shifts"].detach().clone()
+            sync()
             t0 = time.perf_counter()
             out = model(bd, **kwargs)
+            sync()
             t1 = time.perf_counter()
             if i >= warmup:
                 times.append(t1 - t0)
@@ -367,7 +387,8 @@ def latency_case(case: str, dtype: str, hp: dict, data_dir: Optional[str], repea
     return rec
 
 
-def training_setup(hp: dict, data_dir: Optional[str], seed: int = 0, valid_fraction: float = 0.0):
+def training_setup(hp: dict, data_dir: Optional[str], seed: int = 0, valid_fraction: float = 0.0,
+                   device: str = "cpu"):
     """Data, model, loss, optimizer and EMA as ``mace_run_train --model MACE`` sets them up.
 
     Training data: ``acac/train_300K.xyz``; with ``valid_fraction > 0`` a random (seeded) part of it is
@@ -398,6 +419,7 @@ def training_setup(hp: dict, data_dir: Optional[str], seed: int = 0, valid_fract
     _, rms = modules.scaling_classes["rms_forces_scaling"](loader(data, bs), atomic_energies)
     scale = float(np.atleast_1d(rms)[0])
     model = build_model(hp, z_table, avg_nn, atomic_energies=atomic_energies, scale=scale, shift=0.0, seed=seed)
+    model = model.to(device)  # before the optimizer and the EMA copy its parameters
     train_loader = loader(data, bs, shuffle=True, drop_last=True, seed=seed)
     loss_fn = modules.WeightedEnergyForcesLoss(energy_weight=float(hp["energy_weight"]),
                                                forces_weight=float(hp["forces_weight"]))
@@ -413,14 +435,14 @@ def training_setup(hp: dict, data_dir: Optional[str], seed: int = 0, valid_fract
 OUTPUT_ARGS = {"energy": True, "forces": True, "virials": False, "stress": False, "dipoles": False}
 
 
-def training_case(dtype: str, hp: dict, data_dir: Optional[str], steps: int, warmup: int, threads: int) -> dict:
-    import torch
+def training_case(dtype: str, hp: dict, data_dir: Optional[str], steps: int, warmup: int, threads: int,
+                  device_name: str = "cpu") -> dict:
     from mace.tools.train import take_step
 
-    s = training_setup(hp, data_dir)
+    device, sync = _device(device_name)
+    s = training_setup(hp, data_dir, device=device_name)
     model = s["model"]
     model.train()
-    device = torch.device("cpu")
     clip = float(hp["clip_grad"]) if hp.get("clip_grad") else None
 
     def batches():
@@ -435,12 +457,13 @@ def training_case(dtype: str, hp: dict, data_dir: Optional[str], steps: int, war
         batch = next(it)
         loss, _ = take_step(model=model, loss_fn=s["loss_fn"], batch=batch, optimizer=s["optimizer"], ema=s["ema"],
                             output_args=OUTPUT_ARGS, max_grad_norm=clip, device=device)
-        loss_value = float(loss.detach())
+        loss_value = float(loss.detach())  # waits for the step, as jace's timing does
+        sync()
         t1 = time.perf_counter()
         if i >= warmup:
             times.append(t1 - t0)
             losses.append(loss_value)
-    rec = _common_fields("train", dtype, hp, threads)
+    rec = _common_fields("train", dtype, hp, threads, device_name)
     st = _stats(times)
     rec.update({
         "kind": "training",
@@ -475,10 +498,11 @@ def run_one_dtype(args, dtype: str) -> List[dict]:
         load_before = os.getloadavg()[0]
         t0 = time.perf_counter()
         if case == "train":
-            rec = training_case(dtype, hp, args.data, args.train_steps, args.train_warmup, args.threads)
+            rec = training_case(dtype, hp, args.data, args.train_steps, args.train_warmup, args.threads, args.device)
             msg = f"{rec['steps_per_s']:.2f} steps/s (step median {rec['step']['median_s'] * 1e3:.1f} ms)"
         else:
-            rec = latency_case(case, dtype, hp, args.data, args.repeats, args.warmup, args.threads, args.stress)
+            rec = latency_case(case, dtype, hp, args.data, args.repeats, args.warmup, args.threads, args.stress,
+                               args.device)
             msg = (f"model median {rec['model']['median_s'] * 1e3:.2f} ms (min {rec['model']['min_s'] * 1e3:.2f}), "
                    f"prep median {rec['prep']['median_s'] * 1e3:.2f} ms")
             if "model_stress" in rec:
@@ -505,6 +529,7 @@ def main(argv=None):
     p.add_argument("--train-warmup", type=int, default=3)
     p.add_argument("--stress", action="store_true", help="also time energy+forces+stress on periodic cases")
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    p.add_argument("--device", default="cpu", help="torch device: cpu (default) or cuda[:N]")
     p.add_argument("--data", default=None, help=f"data folder (default {structures.DEFAULT_DATA_DIR})")
     p.add_argument("--append", action="store_true",
                    help="keep the records already in --out, replacing those with the same (case, dtype)")
@@ -520,7 +545,7 @@ def main(argv=None):
                 cmd = [sys.executable, os.path.abspath(__file__), args.hyperparameters, "--out", out, "--dtype", dtype,
                        "--cases", *args.cases, "--repeats", str(args.repeats), "--warmup", str(args.warmup),
                        "--train-steps", str(args.train_steps), "--train-warmup", str(args.train_warmup),
-                       "--threads", str(args.threads)]
+                       "--threads", str(args.threads), "--device", args.device]
                 if args.stress:
                     cmd.append("--stress")
                 if args.data:

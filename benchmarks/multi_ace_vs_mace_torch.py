@@ -8,6 +8,10 @@ this script, one case at a time alternating with jace, so both see the same mach
 
   python benchmarks/multi_ace_vs_mace_torch.py --data ../shared/data --out benchmarks/results/mace_comparison.json
 
+On a GPU machine (``benchmarks/device_kit.sh`` prepares and runs it there), jace runs on JAX's default
+backend and ``--torch-device cuda`` puts mace-torch on the GPU; both sides copy the batch to the GPU
+before the clock starts and wait for the GPU before it stops.
+
 Hyperparameters (both sides): channels 32, spherical harmonics l_max 2, hidden irreps 32x0e+32x1o
 (hidden_l_max 1), correlation 3, 2 layers, 8 Bessel functions, polynomial envelope p = 5, cutoff 5 Å,
 radial MLP [64, 64, 64], readout MLP 16, avg_num_neighbors fixed at 20 for latency.
@@ -100,10 +104,13 @@ def jace_latency(case, dtype, data_dir, repeats, warmup):
     for _ in range(warmup):
         jax.block_until_ready(model.predict_graph(g, compute_stress=False, params=params))
     tp, tm, ts = [], [], []
+    on_accelerator = jax.default_backend() != "cpu"
     for _ in range(repeats):
         t0 = time.perf_counter()
         g, _, _ = prep()
         tp.append(time.perf_counter() - t0)
+        if on_accelerator:  # the graph goes to the GPU before the clock starts, as mace-torch's batch does
+            g = jax.block_until_ready(jax.device_put(g))
         t0 = time.perf_counter()
         out = jax.block_until_ready(model.predict_graph(g, compute_stress=False, params=params))
         tm.append(time.perf_counter() - t0)
@@ -175,6 +182,8 @@ def torch_side(case, dtype, args, hp_path):
            "--train-steps", str(args.train_steps)]
     if args.data:
         cmd += ["--data", args.data]
+    if args.torch_device != "cpu":
+        cmd += ["--device", args.torch_device]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     with open(out) as fh:
         recs = json.load(fh)["records"]
@@ -193,6 +202,8 @@ def main(argv=None):
     p.add_argument("--train-steps", type=int, default=20)
     p.add_argument("--threads", type=int, default=2, help="torch threads (XLA uses every core)")
     p.add_argument("--torch-python", default=os.path.join(HERE, "_work", "torch-venv", "bin", "python"))
+    p.add_argument("--torch-device", default="cpu", help="mace-torch's device: cpu, or cuda on a GPU machine "
+                   "(jace runs on JAX's default backend)")
     p.add_argument("--no-torch", action="store_true")
     args = p.parse_args(argv)
 
@@ -228,7 +239,8 @@ def main(argv=None):
     result = {"benchmark": "multi_ace_vs_mace_torch", "hyperparameters": HP, "platform": platform.platform(),
               "cpu_count": os.cpu_count(), "command": " ".join(["python"] + sys.argv),
               "GLIBC_TUNABLES": os.environ.get("GLIBC_TUNABLES"),  # inherited by the mace-torch subprocesses
-              "records": records}
+              "jax_backend": jax.default_backend(), "jax_devices": [str(d.device_kind) for d in jax.devices()],
+              "torch_device": args.torch_device, "records": records}
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as fh:
         json.dump(result, fh, indent=1)
