@@ -292,7 +292,7 @@ def _common_fields(case: str, dtype: str, hp: dict, threads: int, device: str = 
         "versions": versions(),
         "threads": threads,
         "device": device,
-        "device_name": torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else platform.processor(),
+        "device_name": torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else (platform.processor() or platform.machine()),
         "torch_num_threads": torch.get_num_threads(),
         "torch_num_interop_threads": torch.get_num_interop_threads(),
         "hyperparameters": hp,
