@@ -42,6 +42,8 @@ def main(argv=None) -> None:
         data["test"] = {name: carried(p, data_dir) for name, p in data["test"].items()}
     elif isinstance(data.get("test"), str):
         data["test"] = carried(data["test"], data_dir)
+    elif isinstance(data.get("test"), list):
+        data["test"] = [carried(p, data_dir) for p in data["test"]]
     cfg.setdefault("training", {}).update(max_minutes=float(minutes), max_epochs=1_000_000)
     cfg["output_dir"] = run_dir
     with open(out, "w") as fh:
