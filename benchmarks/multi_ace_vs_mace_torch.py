@@ -38,6 +38,10 @@ import structures  # noqa: E402
 HP = {"channels": 32, "l_max": 2, "correlation": 3, "layers": 2, "hidden_l_max": 1, "n_rad": 8, "cutoff": 5.0,
       "envelope_p": 5, "radial_mlp": [64, 64, 64], "avg_num_neighbors": 20.0}
 CASES = ["acac_1", "acac_32", "si_64", "si_512", "c_64", "c_512", "train"]
+# jace pads nodes (one more for the padding node) and edges up to a multiple of this, as its own
+# ``make_buckets`` does for ``jace eval`` and training; mace-torch runs at the exact size. Sessions 5-12
+# used 64, which padded the 64-atom cells' 65 nodes to 128 (``--pad-multiple 64`` repeats that).
+PAD_MULTIPLE = 8
 
 
 def frames_for(case, data_dir):
@@ -65,9 +69,10 @@ def _stats(ts):
     return {"median_s": float(np.median(ts)), "min_s": float(np.min(ts)), "mean_s": float(np.mean(ts)), "n": len(ts)}
 
 
-def jace_setup(case, dtype, data_dir):
+def jace_setup(case, dtype, data_dir, pad_multiple=PAD_MULTIPLE):
     """(model, prep) for one latency case: jace ``mace`` with ``HP``, and prep() → (padded graph in
-    ``dtype``, n_nodes, n_edges), the neighbour list and batching a user's call would do."""
+    ``dtype``, n_nodes, n_edges), the neighbour list and batching a user's call would do; nodes + 1 and
+    edges padded up to a multiple of ``pad_multiple``."""
     import jax
 
     from jace.data.configuration import Configuration
@@ -83,18 +88,18 @@ def jace_setup(case, dtype, data_dir):
         gs = [graph_from_configuration(c, HP["cutoff"], species) for c in cfgs]
         b = batch_graphs(gs)
         n_node, n_edge = int(b.n_node.sum()), int(b.n_edge.sum())
-        # the bucket a user's ladder would give: nodes/edges rounded up to a multiple of 64
-        bucket = Bucket(-(-(n_node + 1) // 64) * 64, -(-n_edge // 64) * 64, len(gs) + 1)
+        m = pad_multiple
+        bucket = Bucket(-(-(n_node + 1) // m) * m, -(-n_edge // m) * m, len(gs) + 1)
         g = pad_graph(b, bucket)
         return jax.tree.map(lambda x: x.astype(dtype) if np.issubdtype(x.dtype, np.floating) else x, g), n_node, n_edge
 
     return model, prep
 
 
-def jace_latency(case, dtype, data_dir, repeats, warmup):
+def jace_latency(case, dtype, data_dir, repeats, warmup, pad_multiple=PAD_MULTIPLE):
     import jax
 
-    model, prep = jace_setup(case, dtype, data_dir)
+    model, prep = jace_setup(case, dtype, data_dir, pad_multiple)
     g, n_node, n_edge = prep()
     params = jax.jit(model.init)(jax.random.PRNGKey(0), g)
     periodic = not case.startswith("acac")  # the Si and C cells
@@ -115,6 +120,7 @@ def jace_latency(case, dtype, data_dir, repeats, warmup):
         out = jax.block_until_ready(model.predict_graph(g, compute_stress=False, params=params))
         tm.append(time.perf_counter() - t0)
     rec = {"case": case, "dtype": dtype, "implementation": "jace", "n_atoms": n_node, "n_edges": n_edge,
+           "padded_nodes": int(g.n_node.sum()), "padded_edges": int(g.n_edge.sum()),
            "n_params": model.n_params(params), "compile_s": compile_s, "prep": _stats(tp), "model": _stats(tm),
            "check": {"energy_sum_eV": float(np.sum(out.energy)), "force_abs_max": float(np.abs(out.forces).max())}}
     if periodic:
@@ -199,6 +205,8 @@ def main(argv=None):
     p.add_argument("--cases", nargs="+", default=CASES, choices=CASES)
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--pad-multiple", type=int, default=PAD_MULTIPLE,
+                   help="jace pads nodes + 1 and edges up to a multiple of this (sessions 5-12: 64)")
     p.add_argument("--train-steps", type=int, default=20)
     p.add_argument("--threads", type=int, default=2, help="torch threads (XLA uses every core)")
     p.add_argument("--torch-python", default=os.path.join(HERE, "_work", "torch-venv", "bin", "python"))
@@ -219,7 +227,7 @@ def main(argv=None):
             if case == "train":
                 rj = jace_training(dtype, args.data, args.train_steps, args.warmup)
             else:
-                rj = jace_latency(case, dtype, args.data, args.repeats, args.warmup)
+                rj = jace_latency(case, dtype, args.data, args.repeats, args.warmup, args.pad_multiple)
             rt = None if args.no_torch else torch_side(case, dtype, args, hp_path.name)
             key = "steps_per_s" if case == "train" else None
             if rt is not None:
@@ -240,7 +248,7 @@ def main(argv=None):
               "cpu_count": os.cpu_count(), "command": " ".join(["python"] + sys.argv),
               "GLIBC_TUNABLES": os.environ.get("GLIBC_TUNABLES"),  # inherited by the mace-torch subprocesses
               "jax_backend": jax.default_backend(), "jax_devices": [str(d.device_kind) for d in jax.devices()],
-              "torch_device": args.torch_device, "records": records}
+              "torch_device": args.torch_device, "pad_multiple": args.pad_multiple, "records": records}
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as fh:
         json.dump(result, fh, indent=1)
