@@ -156,13 +156,16 @@ def test_choose_capacity_ladder():
     for needed in range(1, 20_000, 7):
         new = choose_capacity(cap, needed)
         assert new >= needed and new % 8 == 0
-        assert new <= max(16, 1.1 * 1.5 * needed + 8)  # never wastefully large
+        assert new <= max(16, 1.1 * 1.2 * needed + 8)  # never wastefully large
         cap = new
         caps.append(cap)
-    assert len(set(caps)) <= 25  # geometric: about log(20000) / log(1.5)
-    # fluctuations just below and above a value keep one capacity
-    cap = choose_capacity(0, 1000)
-    assert all(choose_capacity(cap, n) == cap for n in range(950, 1060))
+    assert len(set(caps)) <= 45  # geometric: about log(20000 / 8) / log(1.2) = 43 rungs
+    # the first structure gets the tightest rung: 5,694 edges of a 64-atom C cell → 6,144, not 8,520
+    assert choose_capacity(0, 5694) == 6144
+    # once outgrown, the new capacity leaves room: a size fluctuating around it keeps one capacity
+    cap = choose_capacity(choose_capacity(0, 1000), 1200)
+    assert cap >= 1.1 * 1200
+    assert all(choose_capacity(cap, n) == cap for n in range(1150, 1320))
     # a much smaller structure moves down the ladder
     assert choose_capacity(cap, 10) < cap
 

@@ -12,10 +12,15 @@ Asking for the stress of a structure without periodic boundary conditions raises
 
 Compilation. The neighbour list is built on the host (``jace.data.neighbours``, matscipy), and the
 graph is padded to a node and an edge *capacity* taken from a geometric ladder (×``growth``, multiples
-of 8) with ``headroom`` to spare. A capacity only changes when the structure outgrows it (or needs
-less than 1/growth² of it), and ``jax.jit`` keeps the function compiled for every capacity seen,
-so an MD run or a relaxation compiles a handful of times, not every step. ``calc.n_compilations``
-counts the real traces (a Python counter incremented inside the traced function).
+of 8). The first structure gets the smallest rung that holds it; when a structure outgrows its
+capacity, the new one is chosen with ``headroom`` to spare, so sizes that fluctuate near a rung cost
+one extra compilation, not a permanent margin on every step. A capacity only changes when the
+structure outgrows it (or needs less than 1/growth² of it), and ``jax.jit`` keeps the function
+compiled for every capacity seen, so an MD run or a relaxation compiles a handful of times, not every
+step. ``calc.n_compilations`` counts the real traces (a Python counter incremented inside the traced
+function). Padding edges cost as much as real ones; the defaults (growth 1.2, headroom 0.1 on
+regrowth) pad a 64-atom C cell's 5,694 edges to 6,144, where growth 1.5 with headroom from the first
+call (sessions before 13) padded them to 8,520 (``benchmarks/README.md``, "ASE calculator padding").
 
 Precision. ``dtype="float64"`` (default) needs 64-bit JAX, enabled before any array is made::
 
@@ -171,20 +176,21 @@ def _round_up(x: float, multiple: int) -> int:
     return int(math.ceil(x / multiple) * multiple)
 
 
-def choose_capacity(current: int, needed: int, growth: float = 1.5, headroom: float = 0.1, multiple: int = 8) -> int:
+def choose_capacity(current: int, needed: int, growth: float = 1.2, headroom: float = 0.1, multiple: int = 8) -> int:
     """The padded size to use for ``needed`` entries, given the ``current`` capacity (0: none yet).
 
     The capacity is kept while ``needed`` fits and is not below ``current / growth**2`` (hysteresis, so
     a size fluctuating around a boundary does not flip between two capacities). Otherwise the new
     capacity is the smallest rung of the ladder ``multiple · ⌈growth^k⌉`` (rounded to ``multiple``) that
-    holds ``needed · (1 + headroom)``. Rungs are fixed, so capacities seen before (and their compiled
-    functions) are reused.
+    holds ``needed``, or ``needed · (1 + headroom)`` when ``needed`` outgrew ``current`` (the size is
+    moving, so leave room). Rungs are fixed, so capacities seen before (and their compiled functions)
+    are reused.
     """
     if needed < 0:
         raise ValueError(f"needed must be >= 0, got {needed}")
     if current >= needed and needed * growth**2 >= current:
         return current
-    target = needed * (1.0 + headroom)
+    target = needed * (1.0 + headroom) if 0 < current < needed else needed
     rung = multiple
     while rung < target:
         rung = _round_up(rung * growth, multiple)
@@ -263,7 +269,7 @@ class JaceCalculator(Calculator):
         model,
         dtype="float64",
         min_distance: float = DEFAULT_MIN_DISTANCE,
-        growth: float = 1.5,
+        growth: float = 1.2,
         headroom: float = 0.1,
         neighbour_backend: str = "matscipy",
         **kwargs,
