@@ -120,8 +120,8 @@ def neighbours_table() -> str:
     return "\n".join(lines) + "\n"
 
 
-def md_throughput_table() -> str:
-    res = _load("md_throughput.json")
+def md_throughput_table(name: str = "md_throughput.json") -> str:
+    res = _load(name)
     if not res:
         return ""
     lines = [
@@ -148,3 +148,4 @@ if __name__ == "__main__":
     print(throughput_table())
     print(neighbours_table())
     print(md_throughput_table())
+    print(md_throughput_table("md_throughput_session13.json"))
