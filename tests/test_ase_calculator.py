@@ -160,8 +160,8 @@ def test_choose_capacity_ladder():
         cap = new
         caps.append(cap)
     assert len(set(caps)) <= 45  # geometric: about log(20000 / 8) / log(1.2) = 43 rungs
-    # the first structure gets the tightest rung: 5,694 edges of a 64-atom C cell → 6,144, not 8,520
-    assert choose_capacity(0, 5694) == 6144
+    # the first structure gets the tightest rung: 5,688 edges of a 64-atom C cell → 6,144, not 8,520
+    assert choose_capacity(0, 5688) == 6144
     # once outgrown, the new capacity leaves room: a size fluctuating around it keeps one capacity
     cap = choose_capacity(choose_capacity(0, 1000), 1200)
     assert cap >= 1.1 * 1200
