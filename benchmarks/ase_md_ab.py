@@ -55,15 +55,15 @@ def main(argv=None):
     try:
         for _ in range(args.pairs):
             for label, root in ((f"old {args.old}", old), ("new (working tree)", ROOT)):
-                out = subprocess.run([sys.executable, "-c", CHILD, root, *args.cases], capture_output=True, text=True,
+                out = subprocess.run([sys.executable, "-c", CHILD, root, *args.cases], check=False, capture_output=True, text=True,
                                      env={**os.environ, "PYTHONPATH": root}, cwd=tempfile.gettempdir())
                 if out.returncode:
                     raise RuntimeError(f"{root} failed:\n{out.stderr[-2000:]}")
                 for line in out.stdout.strip().splitlines():
                     print(f"{label:22s} {line}", flush=True)
     finally:
-        subprocess.run(["git", "-C", ROOT, "worktree", "remove", "--force", old], capture_output=True)
-        subprocess.run(["git", "-C", ROOT, "worktree", "prune"], capture_output=True)
+        subprocess.run(["git", "-C", ROOT, "worktree", "remove", "--force", old], check=False, capture_output=True)
+        subprocess.run(["git", "-C", ROOT, "worktree", "prune"], check=False, capture_output=True)
 
 
 if __name__ == "__main__":
