@@ -19,8 +19,9 @@ structure outgrows it (or needs less than 1/growth² of it), and ``jax.jit`` kee
 compiled for every capacity seen, so an MD run or a relaxation compiles a handful of times, not every
 step. ``calc.n_compilations`` counts the real traces (a Python counter incremented inside the traced
 function). Padding edges cost as much as real ones; the defaults (growth 1.2, headroom 0.1 on
-regrowth) pad a 64-atom C cell's 5,688 edges to 6,144, where growth 1.5 with headroom from the first
-call (sessions before 13) padded them to 8,520 (``benchmarks/README.md``, "ASE calculator padding").
+regrowth) pad a 64-atom C cell's 5,688 edges to 6,144, where growth 1.5 with headroom from the
+first call (sessions before 13) padded them to 8,520 (``benchmarks/README.md``, "The ASE calculator's
+padding").
 
 Precision. ``dtype="float64"`` (default) needs 64-bit JAX, enabled before any array is made::
 

@@ -47,9 +47,9 @@ Neighbour lists
   JAX-MD's ``partition.neighbor_list`` in the ``OrderedSparse`` (default) or ``Sparse`` format. The
   former stores each pair once; the energy function appends every pair's reverse edge (vector −r), so
   edge k + K is the reverse of edge k and multi-ACE's radial MLPs run on half the edges, as on jace's
-  own graphs (``edges["pair_order"]``). MD of a 512-atom Si cell with ``benchmarks/md_throughput.py``'s
-  MACE (float64): 5.9–6.0 steps/s against 4.7–4.8 with ``Sparse`` (session 13). The list is allocated
-  with spare room (``capacity_multiplier``, default 1.25) and skin ``dr_threshold``. When atoms
+  own graphs (``edges["pair_order"]``). MD of a 512-atom Si cell (``benchmarks/jaxmd_format.py``, the
+  benchmark MACE, float64): 5.9–6.0 steps/s against 4.7–4.8 with ``Sparse`` (session 13). The list
+  is allocated with spare room (``capacity_multiplier``, default 1.25) and skin ``dr_threshold``. When atoms
   crowd together the buffer can overflow inside a jitted loop; JAX-MD then sets
   ``nbrs.did_buffer_overflow`` and the list is missing pairs. This module never lets that pass
   silently: the energy of an overflowed list is NaN (so forces and trajectories become NaN too), and
