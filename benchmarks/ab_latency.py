@@ -15,12 +15,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
-import sys
-import tempfile
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
+from ab_worktree import ROOT, old_tree, run_child
+
 CHILD = """
 import os, sys
 root, case, dtype, data, repeats = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] or None, int(sys.argv[5])
@@ -36,12 +33,7 @@ print(f"{1e3 * r['model']['median_s']:.1f} ms  energy {r['check']['energy_sum_eV
 
 
 def time_case(root: str, case: str, dtype: str, data: str | None, repeats: int) -> str:
-    env = {**os.environ, "PYTHONPATH": root}
-    out = subprocess.run([sys.executable, "-c", CHILD, root, case, dtype, data or "", str(repeats)], env=env,
-                         cwd=tempfile.gettempdir(), capture_output=True, text=True)
-    if out.returncode:
-        raise RuntimeError(f"{root} {case} {dtype} failed:\n{out.stderr[-2000:]}")
-    return out.stdout.strip().splitlines()[-1]
+    return run_child(root, CHILD, case, dtype, data or "", str(repeats)).strip().splitlines()[-1]
 
 
 def main(argv=None):
@@ -55,20 +47,13 @@ def main(argv=None):
     args = p.parse_args(argv)
     data = os.path.abspath(args.data) if args.data else None  # the children run in a temp dir
 
-    old = tempfile.mkdtemp(prefix="jace_ab_")
-    subprocess.run(["git", "-C", ROOT, "worktree", "add", "--detach", "-f", old, args.old], check=True,
-                   capture_output=True)
-    try:
+    with old_tree(args.old) as old:
         for case in args.cases:
             for dtype in args.dtypes:
                 for _ in range(args.pairs):
                     for label, root in ((f"old {args.old}", old), ("new (working tree)", ROOT)):
                         print(f"{case:8s} {dtype}  {label:22s} {time_case(root, case, dtype, data, args.repeats)}",
                               flush=True)
-    finally:
-        subprocess.run(["git", "-C", ROOT, "worktree", "remove", "--force", old], capture_output=True)
-        subprocess.run(["git", "-C", ROOT, "worktree", "prune"], capture_output=True)
-
 
 if __name__ == "__main__":
     main()

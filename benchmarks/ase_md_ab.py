@@ -13,13 +13,9 @@ with the MACE of ``md_throughput.py`` (random weights), and prints the calculato
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
-import sys
-import tempfile
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
+from ab_worktree import ROOT, old_tree, run_child
+
 CHILD = """
 import os, sys
 root, cases = sys.argv[1], sys.argv[2:]
@@ -35,8 +31,7 @@ from bench_timing import time_dynamics
 from jace.interfaces.ase_calculator import JaceCalculator
 for case in cases:
     name, steps = case.split(":")
-    kind, n = name.split("_")
-    atoms = (structures.silicon_cell if kind == "si" else structures.carbon_cell)(int(n))
+    atoms = structures.LATENCY_CASES[name][1](None)[0]
     atoms.calc = JaceCalculator(md.model_for(atoms, "float64"), dtype="float64")
     warm, sec = time_dynamics(VelocityVerlet(atoms, 0.5 * units.fs), int(steps))
     print(f"{name:7s} capacity {atoms.calc.capacity} for {atoms.calc.sizes}: {int(steps) / sec:.2f} steps/s", flush=True)
@@ -49,22 +44,14 @@ def main(argv=None):
     p.add_argument("--cases", nargs="+", default=["si_64:30", "c_64:15", "si_512:6"], help="CASE:STEPS")
     p.add_argument("--pairs", type=int, default=2)
     args = p.parse_args(argv)
-    old = tempfile.mkdtemp(prefix="jace_ab_")
-    subprocess.run(["git", "-C", ROOT, "worktree", "add", "--detach", "-f", old, args.old], check=True,
-                   capture_output=True)
-    try:
+    unknown = [c for c in args.cases if c.split(":")[0] not in ("si_64", "si_512", "c_64", "c_512")]
+    if unknown or any(":" not in c for c in args.cases):
+        p.error(f"cases are CASE:STEPS with CASE one of si_64 si_512 c_64 c_512, got {args.cases}")
+    with old_tree(args.old) as old:
         for _ in range(args.pairs):
             for label, root in ((f"old {args.old}", old), ("new (working tree)", ROOT)):
-                out = subprocess.run([sys.executable, "-c", CHILD, root, *args.cases], check=False, capture_output=True, text=True,
-                                     env={**os.environ, "PYTHONPATH": root}, cwd=tempfile.gettempdir())
-                if out.returncode:
-                    raise RuntimeError(f"{root} failed:\n{out.stderr[-2000:]}")
-                for line in out.stdout.strip().splitlines():
+                for line in run_child(root, CHILD, *args.cases).strip().splitlines():
                     print(f"{label:22s} {line}", flush=True)
-    finally:
-        subprocess.run(["git", "-C", ROOT, "worktree", "remove", "--force", old], check=False, capture_output=True)
-        subprocess.run(["git", "-C", ROOT, "worktree", "prune"], check=False, capture_output=True)
-
 
 if __name__ == "__main__":
     main()

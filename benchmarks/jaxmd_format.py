@@ -28,14 +28,18 @@ def main(case: str, fmt: str, dtype: str = "float64") -> None:
 
     from jace.interfaces.jax_md import from_configuration, neighbor_step, run_in_chunks
 
-    kind, n = case.split("_")
-    atoms = (structures.silicon_cell if kind == "si" else structures.carbon_cell)(int(n))
+    cells = ("si_64", "si_512", "c_64", "c_512")
+    if case not in cells or fmt not in ("sparse", "ordered_sparse"):
+        raise SystemExit(f"usage: jaxmd_format.py CASE FORMAT [DTYPE] with CASE in {cells}, FORMAT sparse or "
+                         f"ordered_sparse; got {case!r} {fmt!r}")
+    atoms = structures.LATENCY_CASES[case][1](None)[0]
+    n = len(atoms)
     system = from_configuration(md.model_for(atoms, dtype), atoms, format=fmt)
     nbrs = system.neighbor_fn.allocate(system.positions)
     init_fn, apply_fn = simulate.nve(system.energy_fn, system.shift_fn, md.DT_FS / md.TIME_UNIT_FS)
     state = init_fn(jax.random.PRNGKey(0), system.positions, 0.0, mass=system.masses, neighbor=nbrs)
     step = neighbor_step(apply_fn)
-    chunk = 50 if int(n) <= 64 else 10
+    chunk = 50 if n <= 64 else 10
     state, nbrs, _ = run_in_chunks(step, state, nbrs, system.neighbor_fn, chunk, chunk_steps=chunk)
     jax.block_until_ready(state.position)
     t0 = time.perf_counter()

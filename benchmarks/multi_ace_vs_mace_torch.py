@@ -45,12 +45,8 @@ PAD_MULTIPLE = 8
 
 
 def frames_for(case, data_dir):
-    if case == "acac_1":
-        return [structures.acac_molecule(data_dir)]
-    if case == "acac_32":
-        return structures.acac_batch(data_dir, 32)
-    kind, n = case.split("_")
-    return [(structures.silicon_cell if kind == "si" else structures.carbon_cell)(int(n))]
+    """The Atoms of one latency case (``structures.LATENCY_CASES``, shared with the torch side)."""
+    return structures.LATENCY_CASES[case][1](data_dir)
 
 
 def jace_model(hp, elements, dtype, e0=None, scale=1.0, shift=0.0, avg=None):
