@@ -48,7 +48,7 @@ Neighbour lists
   former stores each pair once; the energy function appends every pair's reverse edge (vector −r), so
   edge k + K is the reverse of edge k and multi-ACE's radial MLPs run on half the edges, as on jace's
   own graphs (``edges["pair_order"]``). MD of a 512-atom Si cell (``benchmarks/jaxmd_format.py``, the
-  benchmark MACE, float64): 5.9–6.0 steps/s against 4.7–4.8 with ``Sparse`` (session 13). The list
+  benchmark MACE, float64): 5.8–6.0 steps/s against 4.6–4.8 with ``Sparse`` (session 13). The list
   is allocated with spare room (``capacity_multiplier``, default 1.25) and skin ``dr_threshold``. When atoms
   crowd together the buffer can overflow inside a jitted loop; JAX-MD then sets
   ``nbrs.did_buffer_overflow`` and the list is missing pairs. This module never lets that pass
